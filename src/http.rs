@@ -1,0 +1,65 @@
+//! Serving an axum application over HTTP/1.1 with connection upgrades, the peer address, a
+//! handshake (request head) timeout and graceful shutdown.
+//!
+//! `axum::serve` has no request-head timeout, which lets a client hold a socket forever without
+//! sending a handshake; this loop uses hyper's `header_read_timeout` instead.
+
+use crate::Shutdown;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+/// How long a client may take to send its request head (the WebSocket handshake included).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` on `listener` until `shutdown` is triggered.
+///
+/// Requests carry [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo), so WebSocket handlers
+/// see their peer's address.
+pub async fn serve(listener: TcpListener, app: axum::Router, shutdown: Shutdown) -> std::io::Result<()> {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.triggered() => return Ok(()),
+        };
+        let _ = tcp.set_nodelay(true);
+        let app = app
+            .clone()
+            .map_request(move |mut request: ::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
+        let service = TowerToHyperService::new(app);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(%err, %peer, "http connection error");
+                    }
+                }
+                _ = shutdown.triggered() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,61 @@
+//! Limits of a WebSocket connection. Every limit has a default that is safe for a public server.
+
+use std::time::Duration;
+
+/// Limits and timers of a WebSocket connection, server or client side.
+///
+/// ```
+/// use std::time::Duration;
+/// let config = switchboard::ws::Config {
+///     max_message_size: 1 << 20,
+///     ping_interval: Some(Duration::from_secs(10)),
+///     ..Default::default()
+/// };
+/// assert_eq!(config.max_message_size, 1 << 20);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest message accepted, summed over its fragments. A larger one closes the connection
+    /// with 1009 (message too big). Default 16 MiB.
+    pub max_message_size: usize,
+    /// Outgoing messages longer than this are sent as several frames. Default 4 MiB.
+    pub max_frame_size: usize,
+    /// Time allowed for the opening handshake (server: the HTTP request head; client: connect and
+    /// the 101 response). Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Send a ping after this long without hearing from the peer. `None` disables pings.
+    /// Default 30 s.
+    pub ping_interval: Option<Duration>,
+    /// Drop the connection after this long without any frame from the peer (pings answered by a
+    /// live peer reset it). Default 75 s.
+    pub idle_timeout: Duration,
+    /// Bytes that may wait in a connection's outbound queue. A send past this budget closes the
+    /// connection with 1008 ("slow consumer") rather than buffering without bound. Default 4 MiB.
+    pub max_backpressure: usize,
+    /// How long to wait for the peer's close frame after sending ours. Default 5 s.
+    pub close_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_message_size: 16 << 20,
+            max_frame_size: 4 << 20,
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Some(Duration::from_secs(30)),
+            idle_timeout: Duration::from_secs(75),
+            max_backpressure: 4 << 20,
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn limits(&self) -> tokio_websockets::Limits {
+        tokio_websockets::Limits::default().max_payload_len(Some(self.max_message_size))
+    }
+
+    pub(crate) fn codec(&self) -> tokio_websockets::Config {
+        tokio_websockets::Config::default().frame_size(self.max_frame_size.max(1))
+    }
+}

@@ -1,0 +1,217 @@
+//! The task that drives one connection: reads frames into the handler, writes the queue in batches,
+//! pings idle peers and finishes the close handshake.
+
+use super::socket::Queue;
+use super::{CloseFrame, Config, Handler, Text, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{sleep_until, Instant};
+use tokio_websockets::{Message, WebSocketStream};
+
+/// A drained queue larger than this is freed instead of kept for reuse, so a burst does not pin
+/// memory on a connection that then goes idle.
+const KEEP_QUEUE_CAPACITY: usize = 16;
+
+/// Runs the connection to its end. `on_open` first, `on_close` last, exactly once each.
+pub(crate) async fn run<S, H>(mut stream: WebSocketStream<S>, ws: WebSocket, mut handler: H, config: Config)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    H: Handler,
+{
+    handler.on_open(&ws).await;
+    let close = drive(&mut stream, &ws, &mut handler, &config).await;
+    tracing::debug!(conn = ws.id(), code = close.code, reason = %close.reason, by_peer = close.by_peer, "websocket closed");
+    ws.mark_ended();
+    handler.on_close(&ws, close).await;
+}
+
+async fn drive<S, H>(stream: &mut WebSocketStream<S>, ws: &WebSocket, handler: &mut H, config: &Config) -> CloseFrame
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    H: Handler,
+{
+    let shared = &ws.shared;
+    let mut batch: VecDeque<Message> = VecDeque::new();
+    let mut last_heard = Instant::now();
+    let mut pinged = false;
+    // Set once our close frame is out: the peer has until then to answer it.
+    let mut close_deadline: Option<Instant> = None;
+    let mut sent_close: Option<CloseFrame> = None;
+    let mut received_close: Option<CloseFrame> = None;
+
+    loop {
+        // 1. Write everything queued since the last turn, in one flush.
+        let (close_request, abort) = take_queue(&mut shared.queue.lock(), &mut batch);
+        // A close already sent is not sent again.
+        let close_request = close_request.filter(|_| close_deadline.is_none());
+        if abort {
+            // The peer stopped reading: try to tell it why, but do not wait on it.
+            if let Some((code, reason)) = close_request {
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(100),
+                    stream.send(Message::close(Some(code), &reason)),
+                )
+                .await;
+                return CloseFrame {
+                    code: code.into(),
+                    reason,
+                    by_peer: false,
+                };
+            }
+        }
+        if !batch.is_empty() || close_request.is_some() {
+            let mut closing = None;
+            if let Some((code, reason)) = close_request {
+                batch.push_back(Message::close(Some(code), &reason));
+                closing = Some(CloseFrame {
+                    code: code.into(),
+                    reason,
+                    by_peer: false,
+                });
+            }
+            if let Err(err) = write_batch(stream, &mut batch, ws).await {
+                tracing::debug!(conn = ws.id(), %err, "write failed");
+                return received_close.unwrap_or(CloseFrame {
+                    code: 1006,
+                    reason: err,
+                    by_peer: false,
+                });
+            }
+            if batch.capacity() > KEEP_QUEUE_CAPACITY {
+                batch = VecDeque::new();
+            }
+            if let Some(frame) = closing {
+                sent_close = Some(frame);
+                close_deadline = Some(Instant::now() + config.close_timeout);
+            }
+            continue;
+        }
+
+        // 2. Wait for the peer, the queue, or a timer.
+        let idle_deadline = match (config.ping_interval, pinged) {
+            (Some(interval), false) => last_heard + interval.min(config.idle_timeout),
+            _ => last_heard + config.idle_timeout,
+        };
+        let deadline = close_deadline.map_or(idle_deadline, |d| d.min(idle_deadline));
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            _ = sleep_until(deadline) => {
+                if close_deadline.is_some_and(|d| Instant::now() >= d) {
+                    return sent_close.unwrap_or(CloseFrame { code: 1006, reason: "close timeout".into(), by_peer: false });
+                }
+                if last_heard.elapsed() >= config.idle_timeout {
+                    tracing::info!(conn = ws.id(), "dropping idle peer: nothing received for {:?}", config.idle_timeout);
+                    return CloseFrame { code: 1006, reason: "idle timeout".into(), by_peer: false };
+                }
+                pinged = true;
+                let _ = ws.ping(bytes::Bytes::new());
+            }
+            frame = stream.next() => match frame {
+                None => {
+                    return received_close.or(sent_close).unwrap_or(CloseFrame { code: 1006, reason: "connection closed without a close frame".into(), by_peer: true });
+                }
+                Some(Err(err)) => {
+                    // tokio-websockets has queued the matching close frame (1002, 1007, 1009); the next
+                    // poll flushes it and ends the stream.
+                    tracing::debug!(conn = ws.id(), %err, "protocol error from peer");
+                    if sent_close.is_none() && received_close.is_none() {
+                        sent_close = Some(CloseFrame { code: error_close_code(&err), reason: err.to_string(), by_peer: false });
+                        close_deadline = Some(Instant::now() + config.close_timeout);
+                    }
+                    if matches!(err, tokio_websockets::Error::Io(_)) {
+                        return sent_close.unwrap_or(CloseFrame { code: 1006, reason: err.to_string(), by_peer: false });
+                    }
+                }
+                Some(Ok(message)) => {
+                    last_heard = Instant::now();
+                    pinged = false;
+                    dispatch(message, ws, handler, &mut received_close, sent_close.is_some()).await;
+                }
+            }
+        }
+    }
+}
+
+/// Moves the queued messages into `batch` and returns the pending close request, if any.
+fn take_queue(q: &mut Queue, batch: &mut VecDeque<Message>) -> (Option<(tokio_websockets::CloseCode, String)>, bool) {
+    std::mem::swap(&mut q.items, batch);
+    q.bytes = 0;
+    // Free a large drained buffer; keep a small one for reuse.
+    if q.items.capacity() > KEEP_QUEUE_CAPACITY {
+        q.items = VecDeque::new();
+    }
+    (q.close.clone(), q.abort)
+}
+
+async fn write_batch<S>(
+    stream: &mut WebSocketStream<S>,
+    batch: &mut VecDeque<Message>,
+    ws: &WebSocket,
+) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let write = async {
+        while let Some(message) = batch.pop_front() {
+            stream.feed(message).await?;
+        }
+        stream.flush().await
+    };
+    tokio::pin!(write);
+    loop {
+        tokio::select! {
+            result = &mut write => return result.map_err(|e| e.to_string()),
+            // A slow consumer is aborted even while its flush is stuck.
+            _ = ws.shared.wake.notified() => {
+                if ws.shared.queue.lock().abort {
+                    return Err("slow consumer".into());
+                }
+            }
+        }
+    }
+}
+
+async fn dispatch<H: Handler>(
+    message: Message,
+    ws: &WebSocket,
+    handler: &mut H,
+    received_close: &mut Option<CloseFrame>,
+    closing: bool,
+) {
+    if message.is_close() {
+        let (code, reason) = message
+            .as_close()
+            .map_or((1005, String::new()), |(c, r)| (c.into(), r.to_owned()));
+        *received_close = Some(CloseFrame {
+            code,
+            reason,
+            by_peer: !closing,
+        });
+        return;
+    }
+    if closing {
+        // After our close frame the application is done with the connection; data is discarded.
+        return;
+    }
+    if message.is_text() {
+        let bytes: bytes::Bytes = message.into_payload().into();
+        handler.on_message(ws, Text::from_validated(bytes)).await;
+    } else if message.is_binary() {
+        handler.on_bytes(ws, message.into_payload().into()).await;
+    } else if message.is_ping() {
+        handler.on_ping(ws, message.into_payload().into()).await;
+    } else if message.is_pong() {
+        handler.on_pong(ws, message.into_payload().into()).await;
+    }
+}
+
+fn error_close_code(err: &tokio_websockets::Error) -> u16 {
+    match err {
+        tokio_websockets::Error::PayloadTooLong { .. } => 1009,
+        tokio_websockets::Error::Protocol(tokio_websockets::proto::ProtocolError::InvalidUtf8) => 1007,
+        tokio_websockets::Error::Protocol(_) => 1002,
+        _ => 1006,
+    }
+}

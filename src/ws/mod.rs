@@ -1,0 +1,49 @@
+//! The WebSocket layer: RFC 6455 connections for servers and clients, driven by one [`Handler`] trait.
+//!
+//! Framing, masking, UTF-8 validation and the close handshake come from `tokio-websockets` (chosen by
+//! measurement, see `docs/decisions/0001-websocket-crate.md`). This module adds what an application
+//! needs around it and what makes fan-out cheap:
+//!
+//! * [`WebSocket`], a cloneable handle usable from any task, whose sends never block and never wait:
+//!   they append to a per-connection queue that the connection's task drains in one batch per wake-up
+//!   (one vectored write for everything that arrived meanwhile — "corking");
+//! * a byte budget per connection ([`Config::max_backpressure`]): a peer that stops reading is
+//!   disconnected with close code 1008 instead of growing memory;
+//! * server pings and an idle timeout, so dead peers are dropped;
+//! * mounting on an axum router ([`endpoint`]) and a client ([`connect`]).
+//!
+//! ```no_run
+//! use switchboard::ws::{self, Handler, Text, WebSocket};
+//!
+//! struct Echo;
+//!
+//! impl Handler for Echo {
+//!     async fn on_message(&mut self, ws: &WebSocket, text: Text) {
+//!         let _ = ws.send_text(text);
+//!     }
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let app = axum::Router::new().route("/echo", ws::endpoint(|_| Echo, ws::Config::default()));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
+//! switchboard::http::serve(listener, app, switchboard::Shutdown::new()).await
+//! # }
+//! ```
+
+mod client;
+mod config;
+mod connection;
+mod handler;
+mod socket;
+mod text;
+mod upgrade;
+
+pub use client::{connect, ConnectError};
+pub use config::Config;
+pub use handler::{CloseFrame, Handler};
+pub use socket::{Handshake, SendError, WebSocket};
+pub use text::Text;
+pub use upgrade::endpoint;
+
+#[allow(unused_imports)]
+pub(crate) use upgrade::{accept_key, is_upgrade_request};

@@ -1,0 +1,245 @@
+//! `WebSocket`: the handle to one connection, usable from any task.
+//!
+//! Sends go to a queue guarded by a mutex that is never held across an `.await`; the connection's
+//! task takes the whole queue at each wake-up and writes it in one vectored write. The queue is a
+//! `VecDeque` that allocates on first use and is released once drained, so an idle connection
+//! holds no outbound buffer (a tokio mpsc channel would keep a 32-slot block per connection).
+
+use super::Text;
+use bytes::Bytes;
+use http::{HeaderMap, Uri};
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio_websockets::{CloseCode, Message};
+
+/// The opening handshake of a connection: what the client asked for and who it is.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    /// Path and query of the request (for a client, the URL it connected to).
+    pub uri: Uri,
+    /// Request headers (for a client, the server's response headers).
+    pub headers: HeaderMap,
+    /// The peer's address, when known (a server mounted without connect info does not know it).
+    pub peer: Option<SocketAddr>,
+}
+
+impl Handshake {
+    /// The request path, e.g. `/ws`.
+    pub fn path(&self) -> &str {
+        self.uri.path()
+    }
+
+    /// The query string, without `?`.
+    pub fn query(&self) -> Option<&str> {
+        self.uri.query()
+    }
+}
+
+/// Why a send was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The connection is closing or closed; nothing more can be sent.
+    #[error("the WebSocket connection is closed")]
+    Closed,
+    /// The peer is not reading fast enough: the outbound queue exceeded its byte budget
+    /// ([`super::Config::max_backpressure`]); the connection is being closed with 1008.
+    #[error("the peer is too slow: outbound queue over its limit, connection closed")]
+    SlowConsumer,
+    /// The close code cannot be sent (valid: 1000–1003, 1007–1014, 3000–4999) or the reason is
+    /// longer than 123 bytes.
+    #[error("invalid close frame: code {0} or reason too long (codes 1000-1014 or 3000-4999, reason up to 123 bytes)")]
+    InvalidClose(u16),
+}
+
+/// A cloneable handle to one WebSocket connection.
+///
+/// All methods return at once: sends are queued and written by the connection's own task.
+#[derive(Clone)]
+pub struct WebSocket {
+    pub(super) shared: Arc<Shared>,
+}
+
+pub(super) struct Shared {
+    id: u64,
+    handshake: Handshake,
+    max_backpressure: usize,
+    pub(super) queue: Mutex<Queue>,
+    /// Wakes the connection task: something was queued, or a close was requested.
+    pub(super) wake: Notify,
+    /// Wakes everyone waiting in [`WebSocket::closed`].
+    ended: Notify,
+}
+
+#[derive(Default)]
+pub(super) struct Queue {
+    pub(super) items: VecDeque<Message>,
+    pub(super) bytes: usize,
+    /// Set once a close was requested (by the application or by the slow-consumer policy).
+    pub(super) close: Option<(CloseCode, String)>,
+    /// True when the close is forced: the peer is not reading, so do not wait on it.
+    pub(super) abort: bool,
+    pub(super) ended: bool,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl WebSocket {
+    pub(super) fn new(handshake: Handshake, max_backpressure: usize) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                handshake,
+                max_backpressure,
+                queue: Mutex::new(Queue::default()),
+                wake: Notify::new(),
+                ended: Notify::new(),
+            }),
+        }
+    }
+
+    /// A process-unique number for this connection.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// The opening handshake (path, query, headers, peer address).
+    pub fn handshake(&self) -> &Handshake {
+        &self.shared.handshake
+    }
+
+    /// Queues a text message.
+    pub fn send_text(&self, text: impl Into<Text>) -> Result<(), SendError> {
+        let bytes: Bytes = text.into().into();
+        self.push(Message::text(bytes))
+    }
+
+    /// Queues a binary message.
+    pub fn send_binary(&self, data: impl Into<Bytes>) -> Result<(), SendError> {
+        self.push(Message::binary(data.into()))
+    }
+
+    /// Queues a ping (payload up to 125 bytes; longer is cut).
+    pub fn ping(&self, data: impl Into<Bytes>) -> Result<(), SendError> {
+        let mut data: Bytes = data.into();
+        data.truncate(125);
+        self.push(Message::ping(data))
+    }
+
+    /// Queues a pong (payload up to 125 bytes; longer is cut).
+    pub fn pong(&self, data: impl Into<Bytes>) -> Result<(), SendError> {
+        let mut data: Bytes = data.into();
+        data.truncate(125);
+        self.push(Message::pong(data))
+    }
+
+    /// Starts the close handshake with `code` and `reason`: queued messages are sent first, then
+    /// the close frame; the connection ends when the peer answers or after the close timeout.
+    pub fn close(&self, code: u16, reason: &str) -> Result<(), SendError> {
+        let close_code = CloseCode::try_from(code).map_err(|_| SendError::InvalidClose(code))?;
+        if close_code.is_reserved() || reason.len() > 123 {
+            return Err(SendError::InvalidClose(code));
+        }
+        {
+            let mut q = self.shared.queue.lock();
+            if q.close.is_some() || q.ended {
+                return Err(SendError::Closed);
+            }
+            q.close = Some((close_code, reason.to_owned()));
+        }
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// True once a close was requested or the connection ended.
+    pub fn is_closed(&self) -> bool {
+        let q = self.shared.queue.lock();
+        q.close.is_some() || q.ended
+    }
+
+    /// Bytes waiting in the outbound queue.
+    pub fn buffered_amount(&self) -> usize {
+        self.shared.queue.lock().bytes
+    }
+
+    /// Waits until the connection has ended (both the socket and the handler's `on_close`).
+    pub async fn closed(&self) {
+        let ended = self.shared.ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        if self.shared.queue.lock().ended {
+            return;
+        }
+        ended.await;
+    }
+
+    /// Queues a message whose body is shared with other connections (a publication).
+    pub(crate) fn send_shared_text(&self, text: &Text) -> Result<(), SendError> {
+        self.push(Message::text(Bytes::from(text.clone())))
+    }
+
+    fn push(&self, message: Message) -> Result<(), SendError> {
+        let len = message.as_payload().len();
+        {
+            let mut q = self.shared.queue.lock();
+            if q.close.is_some() || q.ended {
+                return Err(SendError::Closed);
+            }
+            // The budget is checked before adding, so one message larger than the budget still
+            // goes out on an otherwise idle connection (uWS's maxBackpressure works the same way).
+            if q.bytes > self.shared.max_backpressure {
+                q.close = Some((
+                    CloseCode::POLICY_VIOLATION,
+                    "slow consumer: outbound queue over its limit".to_owned(),
+                ));
+                q.abort = true;
+                let queued = q.bytes;
+                drop(q);
+                tracing::warn!(
+                    conn = self.shared.id,
+                    queued,
+                    limit = self.shared.max_backpressure,
+                    "closing slow consumer (1008): peer is not reading"
+                );
+                self.shared.wake.notify_one();
+                return Err(SendError::SlowConsumer);
+            }
+            q.bytes += len;
+            q.items.push_back(message);
+        }
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    pub(super) fn mark_ended(&self) {
+        {
+            let mut q = self.shared.queue.lock();
+            q.ended = true;
+            q.items = VecDeque::new();
+            q.bytes = 0;
+        }
+        self.shared.ended.notify_waiters();
+    }
+}
+
+impl fmt::Debug for WebSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("id", &self.shared.id)
+            .field("path", &self.shared.handshake.uri.path())
+            .field("peer", &self.shared.handshake.peer)
+            .finish()
+    }
+}
+
+impl PartialEq for WebSocket {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl Eq for WebSocket {}

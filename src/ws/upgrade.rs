@@ -1,0 +1,160 @@
+//! Serving WebSockets on a path of an HTTP application: the server side of the opening handshake.
+//!
+//! The handshake is checked here rather than left to the codec so that a bad request gets an HTTP
+//! answer that says what is wrong (400 with the reason, 405 for a method other than GET), and so
+//! the endpoint mounts on any axum/tower router beside ordinary routes.
+
+use super::{connection, Config, Handler, Handshake, WebSocket};
+use axum::extract::{ConnectInfo, Request};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use base64::Engine;
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Version};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// An axum route that upgrades requests to WebSocket connections, each driven by a handler that
+/// `factory` makes from the handshake.
+///
+/// Mount it like any route: `Router::new().route("/ws", endpoint(|_| MyHandler, Config::default()))`.
+/// Requests that are not WebSocket upgrades get 400 (with the reason) or 405.
+pub fn endpoint<F, H, S>(factory: F, config: Config) -> MethodRouter<S>
+where
+    F: Fn(&Handshake) -> H + Send + Sync + 'static,
+    H: Handler,
+    S: Clone + Send + Sync + 'static,
+{
+    let factory = Arc::new(factory);
+    let config = Arc::new(config);
+    axum::routing::any(move |request: Request| {
+        let factory = factory.clone();
+        let config = config.clone();
+        async move { upgrade(request, &*factory, &config) }
+    })
+}
+
+/// True when the request asks for a WebSocket upgrade (used to share a path with a page).
+pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    header_has_token(headers, header::UPGRADE, "websocket")
+}
+
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
+pub(crate) fn accept_key(key: &[u8]) -> String {
+    let mut sha1 = sha1_smol::Sha1::new();
+    sha1.update(key);
+    sha1.update(GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(sha1.digest().bytes())
+}
+
+fn upgrade<F, H>(mut request: Request, factory: &F, config: &Arc<Config>) -> Response
+where
+    F: Fn(&Handshake) -> H,
+    H: Handler,
+{
+    if request.method() != Method::GET {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET")],
+            "405 Method Not Allowed: a WebSocket endpoint accepts only GET with an upgrade handshake\n",
+        )
+            .into_response();
+    }
+    let key = match check_handshake(&request) {
+        Ok(key) => key,
+        Err(reason) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                [(header::SEC_WEBSOCKET_VERSION, "13")],
+                format!("400 Bad Request: not a valid WebSocket handshake: {reason}\n"),
+            )
+                .into_response()
+        }
+    };
+    let Some(on_upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the HTTP server does not support connection upgrades (serve with hyper's upgrades enabled)\n",
+        )
+            .into_response();
+    };
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0);
+    let (parts, _body) = request.into_parts();
+    let handshake = Handshake {
+        uri: parts.uri,
+        headers: parts.headers,
+        peer,
+    };
+    let handler = factory(&handshake);
+    let config = Config::clone(config);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let stream = tokio_websockets::ServerBuilder::new()
+                    .limits(config.limits())
+                    .config(config.codec())
+                    .serve(TokioIo::new(upgraded));
+                let ws = WebSocket::new(handshake, config.max_backpressure);
+                connection::run(stream, ws, handler, config).await;
+            }
+            Err(err) => tracing::debug!(%err, "websocket upgrade failed"),
+        }
+    });
+    let mut response = Response::new(axum::body::Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&accept_key(key.as_bytes())) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}
+
+/// Checks the RFC 6455 §4.2.1 requirements; returns the client's key.
+fn check_handshake(request: &Request) -> Result<String, &'static str> {
+    if request.version() != Version::HTTP_11 {
+        return Err("WebSocket upgrades need HTTP/1.1");
+    }
+    let headers = request.headers();
+    if !header_has_token(headers, header::UPGRADE, "websocket") {
+        return Err("missing 'Upgrade: websocket' header");
+    }
+    if !header_has_token(headers, header::CONNECTION, "upgrade") {
+        return Err("missing 'Connection: Upgrade' header");
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        return Err("unsupported or missing Sec-WebSocket-Version (only 13 is supported)");
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .ok_or("missing Sec-WebSocket-Key header")?;
+    match base64::engine::general_purpose::STANDARD.decode(key.trim()) {
+        Ok(raw) if raw.len() == 16 => Ok(key.trim().to_owned()),
+        _ => Err("Sec-WebSocket-Key must be 16 bytes in base64"),
+    }
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn accept_key_matches_rfc_example() {
+        // RFC 6455 §1.3.
+        assert_eq!(
+            super::accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+}
