@@ -1,0 +1,39 @@
+import { connect } from '../dist/index.js';
+import { waitFor } from './server.mjs';
+
+if (typeof globalThis.WebSocket !== 'function') {
+  throw new Error('no global WebSocket: run node >= 22, or node 20 with NODE_OPTIONS=--experimental-websocket');
+}
+
+/** Clients opened by a test; close them all in after(). */
+export function clients() {
+  const list = [];
+  return {
+    open(url, options = {}) {
+      const c = connect(url, { minDelay: 50, maxDelay: 400, ...options });
+      list.push(c);
+      return c;
+    },
+    closeAll() {
+      for (const c of list.splice(0)) c.close();
+    },
+  };
+}
+
+/** A callback that records what it is called with; `next(pred)` waits for a matching call. */
+export function recorder() {
+  const calls = [];
+  const fn = (v) => {
+    calls.push(v);
+  };
+  fn.calls = calls;
+  fn.next = async (pred = () => true, ms = 5000, from = 0) => waitFor(() => calls.slice(from).find(pred), ms, 'a matching call');
+  return fn;
+}
+
+/** Resolves when the client's state is `state`. */
+export function stateIs(client, state, ms = 5000) {
+  return waitFor(() => client.state === state, ms, `state ${state}`);
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
