@@ -1,14 +1,50 @@
 //! # Switchboard: real-time channels for Rust
 //!
 //! * [`ws`]: the WebSocket layer (RFC 6455, server and client) with a small handler API.
+//! * [`Router`], [`Channel`], [`Node`]: pub/sub channels and actions speaking SocketAPI's JSON
+//!   protocol (see PROTOCOL.md), broadcast from in-process code or over HTTP.
+//! * [`Broker`]: how nodes share channels (in-memory by default).
 //! * [`http`]: serving an axum application with upgrades, timeouts and graceful shutdown.
 //!
 //! The data path reads from the module list: socket ([`ws`]) → connection → session → hub →
 //! broker → subscribers.
+//!
+//! ```no_run
+//! use switchboard::{Channel, Node, Router};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct Chat { #[serde(default)] message: String }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let mut router = Router::new();
+//! let chat = router.channel(Channel::new("chat", |p: Chat| async move {
+//!     Ok::<_, String>(serde_json::json!({ "message": p.message }))
+//! }));
+//! let node = Node::new(router);
+//! tokio::spawn(async move { chat.broadcast(Chat { message: "hello".into() }).await });
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! switchboard::http::serve(listener, node.app(), switchboard::Shutdown::on_signals()).await
+//! # }
+//! ```
 #![warn(missing_docs)]
 
+mod action;
+mod broadcast;
+mod broker;
+mod channel;
 pub mod http;
+mod hub;
+mod metrics;
+mod node;
+mod params;
+mod protocol;
+mod router;
+mod session;
 mod shutdown;
 pub mod ws;
 
+pub use broker::{Broker, BrokerError, Delivery, MemoryBroker};
+pub use channel::{Channel, ChannelRef};
+pub use node::{Node, NodeBuilder, PublishError};
+pub use router::Router;
 pub use shutdown::Shutdown;

@@ -24,7 +24,10 @@ where
     let close = drive(&mut stream, &ws, &mut handler, &config).await;
     tracing::debug!(conn = ws.id(), code = close.code, reason = %close.reason, by_peer = close.by_peer, "websocket closed");
     ws.mark_ended();
+    // Close TCP now, not after the application's on_close.
+    drop(stream);
     handler.on_close(&ws, close).await;
+    ws.mark_finished();
 }
 
 async fn drive<S, H>(stream: &mut WebSocketStream<S>, ws: &WebSocket, handler: &mut H, config: &Config) -> CloseFrame
@@ -117,6 +120,13 @@ where
                     // poll flushes it and ends the stream.
                     tracing::debug!(conn = ws.id(), %err, "protocol error from peer");
                     if sent_close.is_none() && received_close.is_none() {
+                        if let tokio_websockets::Error::PayloadTooLong { max_len, .. } = &err {
+                            // Too long over several fragments is detected after the codec, and then
+                            // tokio-websockets queues no close frame: send it. (After one too-long
+                            // frame it has queued it already, and this send is refused harmlessly.)
+                            let close = Message::close(Some(tokio_websockets::CloseCode::MESSAGE_TOO_BIG), &format!("max length: {max_len}"));
+                            let _ = tokio::time::timeout(config.close_timeout, stream.send(close)).await;
+                        }
                         sent_close = Some(CloseFrame { code: error_close_code(&err), reason: err.to_string(), by_peer: false });
                         close_deadline = Some(Instant::now() + config.close_timeout);
                     }

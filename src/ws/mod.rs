@@ -41,7 +41,7 @@ mod upgrade;
 pub use client::{connect, ConnectError};
 pub use config::Config;
 pub use handler::{CloseFrame, Handler};
-pub use socket::{Handshake, SendError, WebSocket};
+pub use socket::{slow_consumers, Handshake, SendError, WebSocket};
 pub use text::Text;
 pub use upgrade::endpoint;
 

@@ -84,9 +84,17 @@ pub(super) struct Queue {
     /// True when the close is forced: the peer is not reading, so do not wait on it.
     pub(super) abort: bool,
     pub(super) ended: bool,
+    /// Set once the handler's `on_close` has returned: what [`WebSocket::closed`] waits for.
+    pub(super) finished: bool,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+static SLOW_CONSUMERS: AtomicU64 = AtomicU64::new(0);
+
+/// How many connections this process closed because they did not read (slow consumers).
+pub fn slow_consumers() -> u64 {
+    SLOW_CONSUMERS.load(Ordering::Relaxed)
+}
 
 impl WebSocket {
     pub(super) fn new(handshake: Handshake, max_backpressure: usize) -> Self {
@@ -171,7 +179,7 @@ impl WebSocket {
         let ended = self.shared.ended.notified();
         tokio::pin!(ended);
         ended.as_mut().enable();
-        if self.shared.queue.lock().ended {
+        if self.shared.queue.lock().finished {
             return;
         }
         ended.await;
@@ -199,6 +207,7 @@ impl WebSocket {
                 q.abort = true;
                 let queued = q.bytes;
                 drop(q);
+                SLOW_CONSUMERS.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     conn = self.shared.id,
                     queued,
@@ -222,6 +231,11 @@ impl WebSocket {
             q.items = VecDeque::new();
             q.bytes = 0;
         }
+    }
+
+    /// Called after the handler's `on_close`: wakes everyone waiting in [`WebSocket::closed`].
+    pub(super) fn mark_finished(&self) {
+        self.shared.queue.lock().finished = true;
         self.shared.ended.notify_waiters();
     }
 }

@@ -1,0 +1,223 @@
+//! Pub/sub channels: a name, typed parameters (some required at subscribe time), and an async
+//! function that makes the data from the parameters.
+//!
+//! Subscribers are keyed by their subscribe-time parameters: broadcasting `notifications` for
+//! `user_id: 123` reaches the clients that subscribed with `user_id: 123` and nobody else. A channel
+//! with no subscribe-time parameters has one key, so every subscriber gets every broadcast.
+
+use crate::node::NodeShared;
+use crate::params::{from_params, InvalidParams};
+use crate::PublishError;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use std::fmt::Display;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::{Arc, OnceLock, Weak};
+
+type DataFn<P> = Arc<dyn Fn(P) -> BoxFuture<'static, Result<Value, String>> + Send + Sync>;
+
+/// A channel declaration, to add to a [`Router`](crate::Router).
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use switchboard::{Channel, Router};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Notifications {
+///     user_id: i64,
+///     #[serde(default = "all")]
+///     notification_type: String,
+/// }
+/// fn all() -> String { "all".into() }
+///
+/// let mut router = Router::new();
+/// let notifications = router.channel(
+///     Channel::new("notifications", |p: Notifications| async move {
+///         Ok::<_, String>(serde_json::json!({"user_id": p.user_id, "type": p.notification_type, "notifications": []}))
+///     })
+///     .required_on_subscribe(["user_id"]),
+/// );
+/// // later, from any task: notifications.broadcast(Notifications { user_id: 123, notification_type: "alert".into() }).await
+/// # let _ = notifications;
+/// ```
+pub struct Channel<P> {
+    name: String,
+    required: Vec<String>,
+    default_response: bool,
+    func: DataFn<P>,
+}
+
+impl<P> Channel<P>
+where
+    P: DeserializeOwned + Serialize + Send + 'static,
+{
+    /// A channel named `name` whose data is `func(params)`. An error returned by `func` rejects
+    /// a subscription (its text is sent to the client) or fails a broadcast.
+    ///
+    /// Parameters that are not required at subscribe time should have serde defaults: at
+    /// subscribe time only the required ones are given.
+    pub fn new<F, Fut, T, E>(name: impl Into<String>, func: F) -> Self
+    where
+        F: Fn(P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Serialize,
+        E: Display,
+    {
+        let func = Arc::new(func);
+        Self {
+            name: name.into(),
+            required: Vec::new(),
+            default_response: false,
+            func: Arc::new(move |params: P| {
+                let fut = func(params);
+                async move {
+                    match fut.await {
+                        Ok(data) => serde_json::to_value(data).map_err(|e| format!("could not serialize channel data: {e}")),
+                        Err(err) => Err(err.to_string()),
+                    }
+                }
+                .boxed()
+            }),
+        }
+    }
+
+    /// Fields that a client must give when subscribing; subscribers are keyed by them
+    /// (SocketAPI's `RequiredOnSubscribe`).
+    pub fn required_on_subscribe<I, S>(mut self, fields: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.required = fields.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Send the channel's data right after a client subscribes (SocketAPI's `default_response`).
+    pub fn default_response(mut self) -> Self {
+        self.default_response = true;
+        self
+    }
+
+    pub(crate) fn into_parts(self) -> (Arc<ChannelDef>, ChannelRef<P>) {
+        let func = self.func.clone();
+        let required = self.required.clone();
+        let def = Arc::new(ChannelDef {
+            name: self.name,
+            required: self.required,
+            default_response: self.default_response,
+            node: OnceLock::new(),
+            prepare: Box::new(move |params: Value| {
+                let params: P = from_params(params)?;
+                let key = key_of(&params, &required);
+                Ok(Prepared { key, data: func(params) })
+            }),
+        });
+        let handle = ChannelRef { def: def.clone(), func: self.func, _params: PhantomData };
+        (def, handle)
+    }
+}
+
+/// A channel call ready to run: the subscriber key and the (lazy) data.
+pub(crate) struct Prepared {
+    pub key: String,
+    pub data: BoxFuture<'static, Result<Value, String>>,
+}
+
+/// A declared channel, with its parameter type erased.
+pub(crate) struct ChannelDef {
+    pub name: String,
+    pub required: Vec<String>,
+    pub default_response: bool,
+    /// Set when the router is mounted on a node.
+    pub node: OnceLock<Weak<NodeShared>>,
+    prepare: Box<dyn Fn(Value) -> Result<Prepared, InvalidParams> + Send + Sync>,
+}
+
+impl ChannelDef {
+    /// Validates `params` and prepares the call.
+    pub fn prepare(&self, params: Value) -> Result<Prepared, InvalidParams> {
+        (self.prepare)(params)
+    }
+
+    /// The subscribe-time parameters out of a client's `data`: only the required fields, all present.
+    pub fn subscribe_params(&self, data: Option<&Value>) -> Result<Value, InvalidParams> {
+        let empty = serde_json::Map::new();
+        let given = match data {
+            None | Some(Value::Null) => &empty,
+            Some(Value::Object(object)) => object,
+            Some(_) => return Err(InvalidParams),
+        };
+        let mut params = serde_json::Map::new();
+        for field in &self.required {
+            let value = given.get(field).ok_or(InvalidParams)?;
+            params.insert(field.clone(), value.clone());
+        }
+        Ok(Value::Object(params))
+    }
+
+    /// The hub topic of this channel for a subscriber key.
+    pub fn topic(&self, key: &str) -> String {
+        topic(&self.name, key)
+    }
+}
+
+/// Topic names: the channel name alone, or `name#key` where the key is the JSON array of the
+/// subscribe-time parameter values.
+pub(crate) fn topic(channel: &str, key: &str) -> String {
+    if key.is_empty() {
+        channel.to_owned()
+    } else {
+        format!("{channel}#{key}")
+    }
+}
+
+/// The subscriber key: the values of the required fields, taken from the *validated* parameters so
+/// that equal values give equal keys however the client spelled them.
+fn key_of<P: Serialize>(params: &P, required: &[String]) -> String {
+    if required.is_empty() {
+        return String::new();
+    }
+    let value = serde_json::to_value(params).unwrap_or(Value::Null);
+    let values: Vec<&Value> = required.iter().map(|f| value.get(f).unwrap_or(&Value::Null)).collect();
+    serde_json::to_string(&values).unwrap_or_default()
+}
+
+/// A handle to a declared channel, for broadcasting from in-process code: actions, background
+/// tasks, other threads. Cheap to clone.
+pub struct ChannelRef<P> {
+    def: Arc<ChannelDef>,
+    func: DataFn<P>,
+    _params: PhantomData<fn(P)>,
+}
+
+impl<P> Clone for ChannelRef<P> {
+    fn clone(&self) -> Self {
+        Self { def: self.def.clone(), func: self.func.clone(), _params: PhantomData }
+    }
+}
+
+impl<P: Serialize + Send + 'static> ChannelRef<P> {
+    /// The channel's name.
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    /// Calls the channel function with `params` and sends its result to every subscriber whose
+    /// subscribe-time parameters match `params` (on every node, with a distributed broker). The
+    /// data is serialized once; all subscribers share the bytes.
+    pub async fn broadcast(&self, params: P) -> Result<(), PublishError> {
+        let node = self
+            .def
+            .node
+            .get()
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| PublishError::NotMounted(self.def.name.clone()))?;
+        let key = key_of(&params, &self.def.required);
+        let data = (self.func)(params).await.map_err(PublishError::Failed)?;
+        crate::node::Node::from_shared(node).publish_data(&self.def.name, &key, &data).await
+    }
+}

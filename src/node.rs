@@ -1,0 +1,219 @@
+//! `Node`: one Switchboard server process — its channels and actions, its hub of local
+//! subscribers, and the broker it publishes through.
+
+use crate::action::ActionDef;
+use crate::broker::{Broker, BrokerError, Delivery, MemoryBroker};
+use crate::channel::{topic, ChannelDef};
+use crate::hub::Hub;
+use crate::session::Session;
+use crate::ws::{self, Text};
+use crate::{protocol, Router};
+use axum::routing::MethodRouter;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+/// Why a broadcast failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// No channel of that name is declared.
+    #[error("Channel '{0}' not found.")]
+    NotFound(String),
+    /// The parameters do not validate against the channel's parameter type.
+    #[error("Invalid parameters for action '{0}'")]
+    InvalidParams(String),
+    /// The channel function returned an error (its text).
+    #[error("{0}")]
+    Failed(String),
+    /// The channel's router is not mounted on a running node.
+    #[error("channel '{0}' is not mounted on a node: build a Node from its Router first")]
+    NotMounted(String),
+    /// The broker could not take the publication (e.g. Redis is unreachable).
+    #[error("{0}")]
+    Broker(String),
+}
+
+impl From<BrokerError> for PublishError {
+    fn from(err: BrokerError) -> Self {
+        PublishError::Broker(err.to_string())
+    }
+}
+
+/// Who may use the HTTP broadcast endpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct BroadcastAccess {
+    /// Client addresses allowed (IP addresses, or `localhost` for any loopback address).
+    pub allowed_hosts: Vec<String>,
+    /// If set, requests must carry `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+/// Counters, read by `/metrics`.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub connections: AtomicU64,
+    pub publications: AtomicU64,
+    pub publish_failures: AtomicU64,
+}
+
+pub(crate) struct NodeShared {
+    pub channels: HashMap<String, Arc<ChannelDef>>,
+    pub actions: HashMap<String, Arc<ActionDef>>,
+    pub hub: Arc<Hub>,
+    pub broker: Arc<dyn Broker>,
+    pub ws_config: ws::Config,
+    pub broadcast_access: BroadcastAccess,
+    pub counters: Counters,
+}
+
+/// A Switchboard server: mount its [`endpoint`](Node::endpoint) on a path of an axum app, or use
+/// [`app`](Node::app) for the SocketAPI layout (WebSocket at `/`, broadcasts at `/_broadcast`).
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// use switchboard::{Node, Router};
+/// let node = Node::new(Router::new());
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+/// switchboard::http::serve(listener, node.app(), switchboard::Shutdown::on_signals()).await
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) shared: Arc<NodeShared>,
+}
+
+/// Configures a [`Node`].
+pub struct NodeBuilder {
+    router: Router,
+    broker: Arc<dyn Broker>,
+    ws_config: ws::Config,
+    broadcast_access: BroadcastAccess,
+}
+
+impl NodeBuilder {
+    /// The broker to publish through (default: in-memory).
+    pub fn broker(mut self, broker: impl Broker) -> Self {
+        self.broker = Arc::new(broker);
+        self
+    }
+
+    /// Limits of the WebSocket connections.
+    pub fn ws_config(mut self, config: ws::Config) -> Self {
+        self.ws_config = config;
+        self
+    }
+
+    /// Client addresses allowed to use `/_broadcast` (default: `127.0.0.1`, `::1`, `localhost`).
+    pub fn broadcast_allowed_hosts<I, S>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.broadcast_access.allowed_hosts = hosts.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Require `Authorization: Bearer <token>` on `/_broadcast`.
+    pub fn broadcast_token(mut self, token: impl Into<String>) -> Self {
+        self.broadcast_access.token = Some(token.into());
+        self
+    }
+
+    /// Builds the node and starts its broker.
+    pub fn build(self) -> Node {
+        let hub = Arc::new(Hub::default());
+        let mut channels = HashMap::new();
+        for def in self.router.channels {
+            channels.insert(def.name.clone(), def);
+        }
+        let actions = self.router.actions.into_iter().map(|a| (a.name.clone(), a)).collect();
+        let shared = Arc::new(NodeShared {
+            channels,
+            actions,
+            hub: hub.clone(),
+            broker: self.broker,
+            ws_config: self.ws_config,
+            broadcast_access: self.broadcast_access,
+            counters: Counters::default(),
+        });
+        for def in shared.channels.values() {
+            let _ = def.node.set(Arc::downgrade(&shared));
+        }
+        shared.broker.start(Delivery::new(hub));
+        Node { shared }
+    }
+}
+
+impl Node {
+    /// A node serving `router`'s channels and actions with the in-memory broker.
+    pub fn new(router: Router) -> Self {
+        Self::builder(router).build()
+    }
+
+    /// A builder for a node serving `router`.
+    pub fn builder(router: Router) -> NodeBuilder {
+        NodeBuilder {
+            router,
+            broker: Arc::new(MemoryBroker::new()),
+            ws_config: ws::Config::default(),
+            broadcast_access: BroadcastAccess {
+                allowed_hosts: vec!["127.0.0.1".into(), "::1".into(), "localhost".into()],
+                token: None,
+            },
+        }
+    }
+
+    pub(crate) fn from_shared(shared: Arc<NodeShared>) -> Self {
+        Self { shared }
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn downgrade(&self) -> Weak<NodeShared> {
+        Arc::downgrade(&self.shared)
+    }
+
+    /// The WebSocket endpoint speaking the Switchboard (SocketAPI-compatible) protocol.
+    pub fn endpoint<S: Clone + Send + Sync + 'static>(&self) -> MethodRouter<S> {
+        let node = self.clone();
+        ws::endpoint(move |_| Session::new(node.clone()), self.shared.ws_config.clone())
+    }
+
+    /// `POST /_broadcast`: broadcasts from other processes (see PROTOCOL.md).
+    pub fn broadcast_endpoint<S: Clone + Send + Sync + 'static>(&self) -> MethodRouter<S> {
+        crate::broadcast::endpoint(self.clone())
+    }
+
+    /// The SocketAPI layout: the WebSocket at `/`, `POST /_broadcast`, and `GET /metrics`.
+    pub fn app(&self) -> axum::Router {
+        axum::Router::new()
+            .route("/", self.endpoint())
+            .route("/_broadcast", self.broadcast_endpoint())
+            .route("/metrics", crate::metrics::endpoint(self.clone()))
+    }
+
+    /// Broadcasts on `channel` with untyped parameters (validated against the channel's type),
+    /// as `/_broadcast` does.
+    pub async fn broadcast(&self, channel: &str, params: Value) -> Result<(), PublishError> {
+        let def = self.shared.channels.get(channel).ok_or_else(|| PublishError::NotFound(channel.to_owned()))?;
+        let params = match params {
+            Value::Null => Value::Object(Default::default()),
+            other => other,
+        };
+        let prepared = def.prepare(params).map_err(|_| PublishError::InvalidParams(channel.to_owned()))?;
+        let data = prepared.data.await.map_err(PublishError::Failed)?;
+        self.publish_data(channel, &prepared.key, &data).await
+    }
+
+    /// Encodes a publication once and hands it to the broker.
+    pub(crate) async fn publish_data(&self, channel: &str, key: &str, data: &Value) -> Result<(), PublishError> {
+        let message = Text::from(protocol::data(channel, data));
+        let result = self.shared.broker.publish(&topic(channel, key), message).await;
+        let counters = &self.shared.counters;
+        match result {
+            Ok(()) => counters.publications.fetch_add(1, Ordering::Relaxed),
+            Err(_) => counters.publish_failures.fetch_add(1, Ordering::Relaxed),
+        };
+        result.map_err(Into::into)
+    }
+}

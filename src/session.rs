@@ -1,0 +1,143 @@
+//! A session: one client connection speaking the Switchboard protocol — its subscriptions, its
+//! actions, and (see `duplex`) its bidirectional channels.
+
+use crate::channel::ChannelDef;
+use crate::node::Node;
+use crate::protocol::{self, text, Inbound, Outbound};
+use crate::ws::{CloseFrame, Handler, Text, WebSocket};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+pub(crate) struct Session {
+    node: Node,
+    /// Topics this connection subscribes to.
+    topics: HashSet<String>,
+}
+
+impl Session {
+    pub fn new(node: Node) -> Self {
+        Self { node, topics: HashSet::new() }
+    }
+
+    async fn handle(&mut self, ws: &WebSocket, message: Inbound) {
+        let id = message.id.as_ref();
+        // SocketAPI checks the channel before the type.
+        let Some(name) = message.channel.as_deref() else {
+            return reply(ws, protocol::error(text::CHANNEL_REQUIRED, None, id));
+        };
+        match message.kind.as_str() {
+            "subscribe" => self.subscribe(ws, name, message.data.as_ref(), id).await,
+            "unsubscribe" => self.unsubscribe(ws, name, message.data.as_ref(), id),
+            "action" => self.action(ws, name, message.data, id).await,
+            other => reply(ws, protocol::error(&text::unknown_type(other), Some(name), id)),
+        }
+    }
+
+    async fn subscribe(&mut self, ws: &WebSocket, name: &str, data: Option<&Value>, id: Option<&Value>) {
+        let Some(def) = self.node.shared.channels.get(name).cloned() else {
+            return reply(ws, protocol::error(&text::channel_not_found(name), Some(name), id));
+        };
+        let prepared = match def.subscribe_params(data).and_then(|params| def.prepare(params)) {
+            Ok(prepared) => prepared,
+            Err(_) => return reply(ws, protocol::error(&text::invalid_params(name), Some(name), id)),
+        };
+        // SocketAPI calls the channel function on subscribe: its error rejects the subscription.
+        let initial = match prepared.data.await {
+            Ok(initial) => initial,
+            Err(message) => return reply(ws, protocol::error(&message, Some(name), id)),
+        };
+        let topic = def.topic(&prepared.key);
+        let shared = &self.node.shared;
+        shared.hub.reserve(&topic);
+        if let Err(err) = shared.broker.subscribe(&topic).await {
+            if shared.hub.release(&topic) {
+                shared.broker.unsubscribe(&topic);
+            }
+            return reply(ws, protocol::error(&err.to_string(), Some(name), id));
+        }
+        let ack = Outbound { kind: "subscribed", channel: Some(name), id, ..Default::default() }.encode();
+        shared.hub.commit(&topic, ws, Text::from(ack));
+        self.topics.insert(topic);
+        if def.default_response {
+            reply(ws, protocol::data(name, &initial));
+        }
+    }
+
+    /// Like SocketAPI, unsubscribing from a channel one is not subscribed to (or that does not
+    /// exist) is still answered `unsubscribed`.
+    fn unsubscribe(&mut self, ws: &WebSocket, name: &str, data: Option<&Value>, id: Option<&Value>) {
+        if let Some(def) = self.node.shared.channels.get(name).cloned() {
+            // With the subscribe-time parameters, leave that one subscription; without, all of the channel.
+            let key = def.subscribe_params(data).ok().and_then(|params| def.prepare(params).ok()).map(|p| p.key);
+            let topics: Vec<String> = match key {
+                Some(key) if !def.required.is_empty() => vec![def.topic(&key)],
+                _ => self.topics.iter().filter(|t| belongs_to(t, &def)).cloned().collect(),
+            };
+            for topic in topics {
+                if self.topics.remove(&topic) {
+                    self.leave(ws, &topic);
+                }
+            }
+        }
+        reply(ws, Outbound { kind: "unsubscribed", channel: Some(name), id, ..Default::default() }.encode());
+    }
+
+    async fn action(&mut self, ws: &WebSocket, name: &str, data: Option<Value>, id: Option<&Value>) {
+        let Some(def) = self.node.shared.actions.get(name).cloned() else {
+            return reply(ws, protocol::error(&text::action_not_found(name), Some(name), id));
+        };
+        let Ok(call) = def.call(data) else {
+            return reply(ws, protocol::error(&text::invalid_params(name), Some(name), id));
+        };
+        match call.await {
+            Ok(result) => {
+                let data = (!result.is_null()).then_some(&result);
+                let message = Outbound { kind: "action", channel: Some(name), status: Some("completed"), data, id, ..Default::default() };
+                reply(ws, message.encode());
+            }
+            Err(message) => reply(ws, protocol::error(&message, Some(name), id)),
+        }
+    }
+
+    fn leave(&self, ws: &WebSocket, topic: &str) {
+        let shared = &self.node.shared;
+        if shared.hub.unsubscribe(topic, ws.id()) {
+            shared.broker.unsubscribe(topic);
+        }
+    }
+}
+
+fn belongs_to(topic: &str, def: &Arc<ChannelDef>) -> bool {
+    topic == def.name || topic.strip_prefix(def.name.as_str()).is_some_and(|rest| rest.starts_with('#'))
+}
+
+fn reply(ws: &WebSocket, message: String) {
+    // A closed connection has nobody left to tell.
+    let _ = ws.send_text(message);
+}
+
+impl Handler for Session {
+    async fn on_open(&mut self, _ws: &WebSocket) {
+        self.node.shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn on_message(&mut self, ws: &WebSocket, text: Text) {
+        match Inbound::parse(&text) {
+            Ok(message) => self.handle(ws, message).await,
+            Err(bad) => reply(ws, protocol::error(&bad.message, None, bad.id.as_ref())),
+        }
+    }
+
+    async fn on_bytes(&mut self, ws: &WebSocket, _data: bytes::Bytes) {
+        reply(ws, protocol::error(text::BINARY_UNSUPPORTED, None, None));
+    }
+
+    async fn on_close(&mut self, ws: &WebSocket, _close: CloseFrame) {
+        for topic in std::mem::take(&mut self.topics) {
+            self.leave(ws, &topic);
+        }
+        self.node.shared.counters.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
