@@ -124,13 +124,13 @@ test('after a server restart the client reconnects and re-subscribes', async () 
     const subscribed = recorder();
     c.subscribe('chat', {}, got, { onSubscribed: subscribed });
     await subscribed.next();
-    const pending = c.action('add', { a: 1, b: 2 }, { timeout: 60000 });
-    await own.kill();
     // either answered before the kill, or rejected with ClosedError: never left hanging
-    await pending.then(
+    const pending = c.action('add', { a: 1, b: 2 }, { timeout: 60000 }).then(
       (v) => assert.equal(v, 3),
       (e) => assert.equal(e.name, 'ClosedError'),
     );
+    await own.kill();
+    await pending;
     await stateIs(c, 'closed');
     const restarted = await startServer('socketapi_docs', own.port);
     try {

@@ -27,7 +27,12 @@ export function recorder() {
     calls.push(v);
   };
   fn.calls = calls;
-  fn.next = async (pred = () => true, ms = 5000, from = 0) => waitFor(() => calls.slice(from).find(pred), ms, 'a matching call');
+  /** Wait for a call from index `from` on whose argument `pred` is true; resolves with that argument. */
+  fn.next = async (pred = () => true, ms = 5000, from = 0) => {
+    let i = -1;
+    await waitFor(() => (i = calls.findIndex((v, j) => j >= from && pred(v))) >= 0, ms, 'a matching call');
+    return calls[i];
+  };
   return fn;
 }
 
