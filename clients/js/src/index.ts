@@ -148,6 +148,15 @@ interface Chan {
 
 type Msg = { [key: string]: any };
 
+interface Live {
+  channel: string;
+  params: Record<string, unknown>;
+  /** id of the subscribe request */
+  id: string;
+  /** confirmed by the server */
+  ok?: boolean;
+}
+
 const OPEN = 1;
 
 /** Add `fn` to `set`, return its remover. */
@@ -238,6 +247,8 @@ class ClientImpl implements Client {
   /** Outstanding subscribe / open requests by id: what their answer (or error) is about. */
   private asks = new Map<string, { sub?: string; chan?: Chan }>();
   private subs = new Set<Sub>();
+  /** Subscriptions the server has (or is being asked for) on this socket, by key. */
+  private live = new Map<string, Live>();
   private chans = new Map<string, Chan>();
   /** Frames waiting for the socket to open. */
   private outbox: Msg[] = [];
@@ -315,6 +326,7 @@ class ClientImpl implements Client {
     if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     this.outbox = [];
     this.asks.clear();
+    this.live.clear();
     const pending = [...this.pending.values()];
     this.pending.clear();
     for (const p of pending) {
@@ -391,7 +403,10 @@ class ClientImpl implements Client {
       case 'subscribed': {
         const ask = this.asks.get(key);
         this.asks.delete(key);
-        for (const sub of this.subs) if (sub.key === ask?.sub && sub.opts.onSubscribed) call(sub.opts.onSubscribed, undefined);
+        const live = ask?.sub ? this.live.get(ask.sub) : undefined;
+        if (live?.id !== key) return; // unsubscribed meanwhile
+        live.ok = true;
+        for (const sub of this.subs) if (sub.key === ask!.sub && sub.opts.onSubscribed) call(sub.opts.onSubscribed, undefined);
         return;
       }
       case 'action':
@@ -448,6 +463,8 @@ class ClientImpl implements Client {
         if (ask) {
           this.asks.delete(key);
           // a refused subscription is dropped, so it is not retried after a reconnect
+          if (ask.sub && this.live.get(ask.sub)?.id === key) this.live.delete(ask.sub);
+          else ask.sub = undefined; // about a subscription given up meanwhile
           for (const sub of [...this.subs]) {
             if (sub.key !== ask.sub) continue;
             this.subs.delete(sub);
@@ -512,29 +529,32 @@ class ClientImpl implements Client {
   subscribe(channel: string, params: Record<string, unknown> | undefined, onData: (data: any) => void, opts: SubscribeOptions = {}): () => void {
     params = params ?? {};
     const sub: Sub = { channel, params, key: channel + '\0' + JSON.stringify(params), onData, opts };
-    // one server subscription per (channel, params); local subscribers share it
-    const shared = this.findSub(sub.key);
-    if (!this.stopped) this.subs.add(sub);
-    if (!shared) this.sendSubscribe(sub);
+    if (this.stopped) return () => {};
+    this.subs.add(sub);
+    // one server subscription per (channel, params): local subscribers share it
+    const live = this.live.get(sub.key);
+    if (!live) this.sendSubscribe(sub);
+    else if (live.ok && opts.onSubscribed) Promise.resolve().then(() => this.subs.has(sub) && call(opts.onSubscribed!, undefined));
     return () => {
       if (!this.subs.delete(sub)) return;
-      if (!this.findSub(sub.key) && this.state === 'open') {
-        this.send({ type: 'unsubscribe', channel, data: params });
+      // Publications name only the channel, so every local subscriber of a channel gets all of its
+      // data anyway: the server subscriptions of a channel are left together, with its last subscriber
+      // (for a channel without subscribe-time parameters the server leaves them all at once).
+      for (const s of this.subs) if (s.channel === channel) return;
+      for (const [key, l] of this.live) {
+        if (l.channel !== channel) continue;
+        this.live.delete(key);
+        this.send({ type: 'unsubscribe', channel, data: l.params });
       }
     };
   }
 
-  private findSub(key: string): Sub | undefined {
-    for (const s of this.subs) if (s.key === key) return s;
-  }
-
   private sendSubscribe(sub: Sub): void {
-    if (this.state !== 'open') return; // (re)sent on open
-    // several local subscribers of one (channel, params): subscribe once, for the first of them
-    if (this.findSub(sub.key) !== sub) return;
-    const id = this.nextId();
-    this.asks.set(String(id), { sub: sub.key });
-    this.send({ type: 'subscribe', channel: sub.channel, data: sub.params, id });
+    if (this.state !== 'open' || this.live.has(sub.key)) return; // (re)sent on open; or shared
+    const id = String(this.nextId());
+    this.live.set(sub.key, { channel: sub.channel, params: sub.params, id });
+    this.asks.set(id, { sub: sub.key });
+    this.send({ type: 'subscribe', channel: sub.channel, data: sub.params, id: +id });
   }
 
   action<T = any>(name: string, data: Record<string, unknown> = {}, options?: RequestOptions): Promise<T> {

@@ -148,3 +148,29 @@ test('after a server restart the client reconnects and re-subscribes', async () 
     await own.stop();
   }
 });
+
+test('subscriptions of one channel with different parameters; unsubscribing the last leaves them all', async () => {
+  const c = cs.open(server.wsUrl);
+  const one = recorder();
+  const two = recorder();
+  const ok = recorder();
+  const off1 = c.subscribe('notifications', { user_id: 1 }, one, { onSubscribed: ok });
+  const off2 = c.subscribe('notifications', { user_id: 2 }, two, { onSubscribed: ok });
+  await ok.next(() => true, 5000, 1);
+  await c.action('send_notification', { user_id: 2, message: 'for two' });
+  // publications carry only the channel name: every local subscriber of the channel gets them
+  await two.next();
+  await one.next();
+  off1();
+  await c.action('send_notification', { user_id: 2, message: 'still two' });
+  await two.next((d) => JSON.stringify(d).includes('still two') || two.calls.length >= 2);
+  off2();
+  const probe = cs.open(server.wsUrl);
+  const seen = recorder();
+  const probeOk = recorder();
+  probe.subscribe('notifications', { user_id: 2 }, seen, { onSubscribed: probeOk });
+  await probeOk.next();
+  await c.action('send_notification', { user_id: 2, message: 'gone' });
+  await seen.next();
+  assert.equal(two.calls.length, 2, 'nothing after the last unsubscribe');
+});
