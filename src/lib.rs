@@ -3,6 +3,8 @@
 //! * [`ws`]: the WebSocket layer (RFC 6455, server and client) with a small handler API.
 //! * [`Router`], [`Channel`], [`Node`]: pub/sub channels and actions speaking SocketAPI's JSON
 //!   protocol (see PROTOCOL.md), broadcast from in-process code or over HTTP.
+//! * [`Duplex`]: bidirectional per-connection channels (`on`, `emit`, `request`, `close`), opened
+//!   by the client through a [`Router::route`] or by the server with [`Connection::open_channel`].
 //! * [`Broker`]: how nodes share channels (in-memory by default).
 //! * [`http`]: serving an axum application with upgrades, timeouts and graceful shutdown.
 //!
@@ -31,7 +33,10 @@
 mod action;
 mod broadcast;
 mod broker;
+mod broker_redis;
 mod channel;
+mod connection;
+mod duplex;
 pub mod http;
 mod hub;
 mod metrics;
@@ -44,7 +49,10 @@ mod shutdown;
 pub mod ws;
 
 pub use broker::{Broker, BrokerError, Delivery, MemoryBroker};
+pub use broker_redis::RedisBroker;
 pub use channel::{Channel, ChannelRef};
+pub use connection::Connection;
+pub use duplex::{live_channels, Duplex, DuplexError, HandlerOutput, Remover};
 pub use node::{Node, NodeBuilder, PublishError};
-pub use router::Router;
+pub use router::{Access, Router};
 pub use shutdown::Shutdown;

@@ -7,6 +7,7 @@ use crate::channel::{topic, ChannelDef};
 use crate::hub::Hub;
 use crate::session::Session;
 use crate::ws::{self, Text};
+use crate::router::{Authorizer, ConnectHook, RouteDef};
 use crate::{protocol, Router};
 use axum::routing::MethodRouter;
 use serde_json::Value;
@@ -60,6 +61,9 @@ pub(crate) struct Counters {
 pub(crate) struct NodeShared {
     pub channels: HashMap<String, Arc<ChannelDef>>,
     pub actions: HashMap<String, Arc<ActionDef>>,
+    pub routes: HashMap<String, Arc<RouteDef>>,
+    pub on_connect: Vec<ConnectHook>,
+    pub authorizers: Vec<Authorizer>,
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
     pub ws_config: ws::Config,
@@ -128,9 +132,13 @@ impl NodeBuilder {
             channels.insert(def.name.clone(), def);
         }
         let actions = self.router.actions.into_iter().map(|a| (a.name.clone(), a)).collect();
+        let routes = self.router.routes.into_iter().map(|r| (r.name.clone(), r)).collect();
         let shared = Arc::new(NodeShared {
             channels,
             actions,
+            routes,
+            on_connect: self.router.on_connect,
+            authorizers: self.router.authorizers,
             hub: hub.clone(),
             broker: self.broker,
             ws_config: self.ws_config,

@@ -2,6 +2,11 @@
 //! `Router` / `include_router`).
 
 use crate::action::ActionDef;
+use crate::connection::Connection;
+use crate::duplex::Duplex;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use serde_json::Value;
 use crate::channel::{Channel, ChannelDef, ChannelRef};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -25,6 +30,33 @@ use std::sync::Arc;
 pub struct Router {
     pub(crate) channels: Vec<Arc<ChannelDef>>,
     pub(crate) actions: Vec<Arc<ActionDef>>,
+    pub(crate) routes: Vec<Arc<RouteDef>>,
+    pub(crate) on_connect: Vec<ConnectHook>,
+    pub(crate) authorizers: Vec<Authorizer>,
+}
+
+pub(crate) type ConnectHook = Arc<dyn Fn(Connection) -> BoxFuture<'static, ()> + Send + Sync>;
+pub(crate) type Authorizer = Arc<dyn Fn(&Access<'_>) -> bool + Send + Sync>;
+
+/// A route for bidirectional channels that clients open by name.
+pub(crate) struct RouteDef {
+    pub name: String,
+    pub accept: Box<dyn Fn(Duplex, Value) -> BoxFuture<'static, Result<(), String>> + Send + Sync>,
+}
+
+/// What the authorization hook sees of an inbound event or request.
+#[derive(Debug)]
+pub struct Access<'a> {
+    /// The connection it came on.
+    pub connection: &'a Connection,
+    /// The channel id.
+    pub channel: &'a str,
+    /// The event name.
+    pub event: &'a str,
+    /// The payload.
+    pub payload: &'a Value,
+    /// True for a request (which expects a reply), false for an event.
+    pub is_request: bool,
 }
 
 impl Router {
@@ -57,10 +89,59 @@ impl Router {
         self
     }
 
+    /// Declares a route for bidirectional channels: a client's `open` of `name` runs `accept` with
+    /// the new channel and the client's parameters. `accept` sets up handlers and returns `Ok` to
+    /// accept, or an error whose text refuses the open.
+    ///
+    /// ```
+    /// use switchboard::Router;
+    /// let mut router = Router::new();
+    /// router.route("echo", |channel, _params| async move {
+    ///     let reply_to = channel.clone();
+    ///     channel.on_sync("say", move |payload| { let _ = reply_to.emit("said", payload); })?;
+    ///     Ok::<_, switchboard::DuplexError>(())
+    /// });
+    /// ```
+    pub fn route<F, Fut, E>(&mut self, name: impl Into<String>, accept: F) -> &mut Self
+    where
+        F: Fn(Duplex, Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Display,
+    {
+        let accept = move |channel, params| accept(channel, params).map(|r| r.map_err(|e| e.to_string())).boxed();
+        self.routes.push(Arc::new(RouteDef { name: name.into(), accept: Box::new(accept) }));
+        self
+    }
+
+    /// Runs `hook` for every new connection, e.g. to open server-side channels on it with
+    /// [`Connection::open_channel`].
+    pub fn on_connect<F, Fut>(&mut self, hook: F) -> &mut Self
+    where
+        F: Fn(Connection) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_connect.push(Arc::new(move |connection| hook(connection).boxed()));
+        self
+    }
+
+    /// The authorization hook (Pulse's channel middleware): sees every inbound event and request
+    /// on bidirectional channels and returns false to deny it. A denied request gets the error
+    /// reply `Denied`; a denied event is dropped and logged. With several hooks, all must allow.
+    pub fn authorize<F>(&mut self, hook: F) -> &mut Self
+    where
+        F: Fn(&Access<'_>) -> bool + Send + Sync + 'static,
+    {
+        self.authorizers.push(Arc::new(hook));
+        self
+    }
+
     /// Adds everything declared in `other`.
     pub fn merge(&mut self, other: Router) -> &mut Self {
         self.channels.extend(other.channels);
         self.actions.extend(other.actions);
+        self.routes.extend(other.routes);
+        self.on_connect.extend(other.on_connect);
+        self.authorizers.extend(other.authorizers);
         self
     }
 }

@@ -2,6 +2,9 @@
 //! actions, and (see `duplex`) its bidirectional channels.
 
 use crate::channel::ChannelDef;
+use crate::connection::Connection;
+use crate::duplex::Duplex;
+use crate::router::Access;
 use crate::node::Node;
 use crate::protocol::{self, text, Inbound, Outbound};
 use crate::ws::{CloseFrame, Handler, Text, WebSocket};
@@ -12,25 +15,45 @@ use std::sync::Arc;
 
 pub(crate) struct Session {
     node: Node,
+    /// Set when the connection opens.
+    connection: Option<Connection>,
     /// Topics this connection subscribes to.
     topics: HashSet<String>,
 }
 
 impl Session {
     pub fn new(node: Node) -> Self {
-        Self { node, topics: HashSet::new() }
+        Self { node, connection: None, topics: HashSet::new() }
     }
 
-    async fn handle(&mut self, ws: &WebSocket, message: Inbound) {
-        let id = message.id.as_ref();
+    async fn handle(&mut self, ws: &WebSocket, mut message: Inbound) {
         // SocketAPI checks the channel before the type.
-        let Some(name) = message.channel.as_deref() else {
-            return reply(ws, protocol::error(text::CHANNEL_REQUIRED, None, id));
+        let Some(name) = message.channel.take() else {
+            return reply(ws, protocol::error(text::CHANNEL_REQUIRED, None, message.id.as_ref()));
         };
+        let name = name.as_str();
+        let id = message.id.as_ref();
         match message.kind.as_str() {
             "subscribe" => self.subscribe(ws, name, message.data.as_ref(), id).await,
             "unsubscribe" => self.unsubscribe(ws, name, message.data.as_ref(), id),
-            "action" => self.action(ws, name, message.data, id).await,
+            "action" => self.action(ws, name, message.data.take(), id).await,
+            "open" => self.open(ws, name, message.data.take(), id),
+            "emit" | "request" => self.inbound_event(ws, name, message),
+            "reply" => {
+                if let Some(channel) = self.channel(name) {
+                    let reply = match message.error {
+                        Some(error) => Err(error),
+                        None => Ok(message.payload),
+                    };
+                    channel.resolve(message.id.as_ref().unwrap_or(&Value::Null), reply);
+                }
+            }
+            "close" => {
+                if let Some(channel) = self.channel(name) {
+                    tracing::debug!(channel = name, reason = ?message.reason, "channel closed by client");
+                    channel.shut();
+                }
+            }
             other => reply(ws, protocol::error(&text::unknown_type(other), Some(name), id)),
         }
     }
@@ -101,6 +124,69 @@ impl Session {
         }
     }
 
+    fn channel(&self, name: &str) -> Option<Duplex> {
+        self.connection.as_ref().and_then(|c| c.channel(name))
+    }
+
+    /// A client opens a bidirectional channel by route name.
+    fn open(&mut self, ws: &WebSocket, name: &str, data: Option<Value>, id: Option<&Value>) {
+        let Some(route) = self.node.shared.routes.get(name).cloned() else {
+            return reply(ws, protocol::error(&text::channel_not_found(name), Some(name), id));
+        };
+        let Some(channel) = self.connection.as_ref().and_then(|c| c.register(name)) else {
+            return reply(ws, protocol::error(&format!("Channel '{name}' is already open."), Some(name), id));
+        };
+        let ws = ws.clone();
+        let name = name.to_owned();
+        let id = id.cloned();
+        let params = data.unwrap_or(Value::Object(Default::default()));
+        // The route may itself talk to the client (even `request`), so it runs beside the
+        // connection's reader rather than in it.
+        tokio::spawn(async move {
+            let message = match (route.accept)(channel.clone(), params).await {
+                Ok(()) if !channel.is_closed() => {
+                    Outbound { kind: "opened", channel: Some(&name), id: id.as_ref(), ..Default::default() }.encode()
+                }
+                Ok(()) => protocol::error(&format!("Channel '{name}' was closed while opening."), Some(&name), id.as_ref()),
+                Err(text) => {
+                    channel.shut();
+                    protocol::error(&text, Some(&name), id.as_ref())
+                }
+            };
+            reply(&ws, message);
+        });
+    }
+
+    /// An event or request from the client on a bidirectional channel.
+    fn inbound_event(&mut self, ws: &WebSocket, name: &str, message: Inbound) {
+        let is_request = message.kind == "request";
+        let Some(event) = message.event.as_deref() else {
+            return reply(ws, protocol::error("Event is required.", Some(name), message.id.as_ref()));
+        };
+        let request_id = message.id.clone().unwrap_or(Value::Null);
+        let (Some(connection), Some(channel)) = (self.connection.as_ref(), self.channel(name)) else {
+            let error = format!("Channel '{name}' is not open.");
+            if is_request {
+                let reply_message = serde_json::json!({"type": "reply", "channel": name, "id": request_id, "error": error});
+                return reply(ws, reply_message.to_string());
+            }
+            return reply(ws, protocol::error(&error, Some(name), message.id.as_ref()));
+        };
+        let access = Access { connection, channel: name, event, payload: &message.payload, is_request };
+        if !self.node.shared.authorizers.iter().all(|allow| allow(&access)) {
+            tracing::info!(conn = connection.id(), channel = name, event, is_request, "denied by the authorization hook");
+            if is_request {
+                channel.send_reply(&request_id, Err("Denied".to_owned()));
+            }
+            return;
+        }
+        if is_request {
+            channel.dispatch_request(event, message.payload, request_id);
+        } else {
+            channel.dispatch_event(event, message.payload);
+        }
+    }
+
     fn leave(&self, ws: &WebSocket, topic: &str) {
         let shared = &self.node.shared;
         if shared.hub.unsubscribe(topic, ws.id()) {
@@ -119,8 +205,13 @@ fn reply(ws: &WebSocket, message: String) {
 }
 
 impl Handler for Session {
-    async fn on_open(&mut self, _ws: &WebSocket) {
+    async fn on_open(&mut self, ws: &WebSocket) {
         self.node.shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+        let connection = Connection::new(ws.clone());
+        for hook in &self.node.shared.on_connect {
+            tokio::spawn(hook(connection.clone()));
+        }
+        self.connection = Some(connection);
     }
 
     async fn on_message(&mut self, ws: &WebSocket, text: Text) {
@@ -137,6 +228,9 @@ impl Handler for Session {
     async fn on_close(&mut self, ws: &WebSocket, _close: CloseFrame) {
         for topic in std::mem::take(&mut self.topics) {
             self.leave(ws, &topic);
+        }
+        if let Some(connection) = self.connection.take() {
+            connection.close_all();
         }
         self.node.shared.counters.connections.fetch_sub(1, Ordering::Relaxed);
     }

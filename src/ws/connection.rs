@@ -76,6 +76,10 @@ where
             }
             if let Err(err) = write_batch(stream, &mut batch, ws).await {
                 tracing::debug!(conn = ws.id(), %err, "write failed");
+                // A slow consumer aborted mid-write is reported as the 1008 close it is.
+                if let Some((code, reason)) = forced_close(ws) {
+                    return CloseFrame { code: code.into(), reason, by_peer: false };
+                }
                 return received_close.unwrap_or(CloseFrame {
                     code: 1006,
                     reason: err,
@@ -142,6 +146,12 @@ where
             }
         }
     }
+}
+
+/// The close requested by the slow-consumer policy, if it aborted the connection.
+fn forced_close(ws: &WebSocket) -> Option<(tokio_websockets::CloseCode, String)> {
+    let q = ws.shared.queue.lock();
+    q.close.clone().filter(|_| q.abort)
 }
 
 /// Moves the queued messages into `batch` and returns the pending close request, if any.
