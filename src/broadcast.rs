@@ -60,7 +60,8 @@ async fn handle(node: Node, request: Request) -> Response {
                 PublishError::NotFound(_) => StatusCode::NOT_FOUND,
                 PublishError::InvalidParams(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 PublishError::Failed(_) => StatusCode::BAD_REQUEST,
-                PublishError::NotMounted(_) | PublishError::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
+                PublishError::NotMounted(_) | PublishError::Broker(_) | PublishError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                PublishError::Refused(_) => StatusCode::FORBIDDEN,
             };
             error(status, &err.to_string())
         }

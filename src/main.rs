@@ -1,5 +1,21 @@
-//! The `switchboard` command: `serve` runs the standalone server.
-fn main() {
-    eprintln!("switchboard: the standalone server is being built; run `cargo run --release --example echo` for now");
-    std::process::exit(2);
+//! The `switchboard` command: `serve` runs the standalone server, `publish` broadcasts on one.
+
+mod cli;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "switchboard=info,warn".into()),
+        )
+        .init();
+    match cli::run(cli::Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("switchboard: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -33,6 +33,12 @@ pub enum PublishError {
     /// The broker could not take the publication (e.g. Redis is unreachable).
     #[error("{0}")]
     Broker(String),
+    /// The server refused the broadcast (client address not allowed, or wrong token).
+    #[error("broadcast refused: {0}")]
+    Refused(String),
+    /// The server could not be reached ([`Publisher`](crate::Publisher) only).
+    #[error("server unreachable: {0}")]
+    Unreachable(String),
 }
 
 impl From<BrokerError> for PublishError {
@@ -197,7 +203,12 @@ impl Node {
         axum::Router::new()
             .route("/", self.endpoint())
             .route("/_broadcast", self.broadcast_endpoint())
-            .route("/metrics", crate::metrics::endpoint(self.clone()))
+            .route("/metrics", self.metrics_endpoint())
+    }
+
+    /// `GET /metrics`: the node's counters in Prometheus' text format.
+    pub fn metrics_endpoint<S: Clone + Send + Sync + 'static>(&self) -> MethodRouter<S> {
+        crate::metrics::endpoint(self.clone())
     }
 
     /// Broadcasts on `channel` with untyped parameters (validated against the channel's type),

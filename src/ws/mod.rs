@@ -45,5 +45,4 @@ pub use socket::{slow_consumers, Handshake, SendError, WebSocket};
 pub use text::Text;
 pub use upgrade::endpoint;
 
-#[allow(unused_imports)]
-pub(crate) use upgrade::{accept_key, is_upgrade_request};
+

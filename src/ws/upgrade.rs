@@ -36,11 +36,6 @@ where
     })
 }
 
-/// True when the request asks for a WebSocket upgrade (used to share a path with a page).
-pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
-    header_has_token(headers, header::UPGRADE, "websocket")
-}
-
 /// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
 pub(crate) fn accept_key(key: &[u8]) -> String {
     let mut sha1 = sha1_smol::Sha1::new();

@@ -1,0 +1,104 @@
+//! `switchboard serve`: the standalone server.
+
+use super::config::FileConfig;
+use super::demo;
+use axum::extract::Request;
+use axum::response::{Html, IntoResponse, Response};
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+use switchboard::{ws, Node, RedisBroker, Shutdown};
+use tower::ServiceExt;
+
+const INDEX_HTML: &str = include_str!("../../assets/index.html");
+const CLIENT_JS: &str = include_str!("../../assets/switchboard.js");
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8000].
+    #[arg(long)]
+    bind: Option<String>,
+    /// A TOML file with the settings below (flags win over the file).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// `memory` (default, one process) or `redis://host:port` to share channels between nodes.
+    #[arg(long)]
+    broker: Option<String>,
+    /// Client addresses allowed to POST /_broadcast (repeatable) [default: loopback only].
+    #[arg(long = "broadcast-allowed-host")]
+    broadcast_allowed_hosts: Vec<String>,
+    /// Require `Authorization: Bearer TOKEN` on /_broadcast.
+    #[arg(long, env = "SWITCHBOARD_BROADCAST_TOKEN")]
+    broadcast_token: Option<String>,
+    /// Interval of the demo `ticker` channel, in milliseconds [default: 1000].
+    #[arg(long)]
+    ticker_interval_ms: Option<u64>,
+}
+
+pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let bind = args.bind.or(file.bind).unwrap_or_else(|| "127.0.0.1:8000".into());
+    let broker = args.broker.or(file.broker).unwrap_or_else(|| "memory".into());
+    let mut ws_config = ws::Config { max_message_size: 1 << 20, ..Default::default() };
+    if let Some(size) = file.max_message_size {
+        ws_config.max_message_size = size;
+    }
+    if let Some(bytes) = file.max_backpressure {
+        ws_config.max_backpressure = bytes;
+    }
+    if let Some(secs) = file.ping_interval_secs {
+        ws_config.ping_interval = (secs > 0).then(|| Duration::from_secs(secs));
+    }
+    if let Some(secs) = file.idle_timeout_secs {
+        ws_config.idle_timeout = Duration::from_secs(secs);
+    }
+
+    let (router, ticker) = demo::router();
+    let mut builder = Node::builder(router).ws_config(ws_config);
+    let hosts = if args.broadcast_allowed_hosts.is_empty() { file.broadcast_allowed_hosts } else { Some(args.broadcast_allowed_hosts) };
+    if let Some(hosts) = hosts {
+        builder = builder.broadcast_allowed_hosts(hosts);
+    }
+    if let Some(token) = args.broadcast_token.or(file.broadcast_token) {
+        builder = builder.broadcast_token(token);
+    }
+    builder = match broker.as_str() {
+        "memory" => builder,
+        url if url.starts_with("redis://") => builder.broker(RedisBroker::connect(url).await?),
+        other => return Err(format!("unknown broker '{other}': use 'memory' or 'redis://host:port'").into()),
+    };
+    let node = builder.build();
+
+    let interval = Duration::from_millis(args.ticker_interval_ms.or(file.ticker_interval_ms).unwrap_or(1000).max(10));
+    tokio::spawn(demo::run_ticker(ticker, interval));
+
+    let socket = node.endpoint();
+    let app = axum::Router::new()
+        // `/` serves the page to browsers and the WebSocket to clients that ask for one (SocketAPI's path).
+        .route("/", axum::routing::any(move |request: Request| root(request, socket.clone())))
+        .route("/ws", node.endpoint())
+        .route("/switchboard.js", axum::routing::get(|| async { ([(http::header::CONTENT_TYPE, "text/javascript")], CLIENT_JS) }))
+        .route("/_broadcast", node.broadcast_endpoint())
+        .route("/metrics", node.metrics_endpoint())
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+
+    let listener = tokio::net::TcpListener::bind(&bind).await.map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+    let address = listener.local_addr()?;
+    tracing::info!(broker = %broker, "switchboard serving on http://{address}/ (WebSocket at ws://{address}/ws and ws://{address}/)");
+    println!("switchboard listening on http://{address}/");
+    switchboard::http::serve(listener, app, Shutdown::on_signals()).await?;
+    Ok(())
+}
+
+async fn root(request: Request, socket: axum::routing::MethodRouter) -> Response {
+    if request.headers().contains_key(http::header::UPGRADE) {
+        return match socket.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+    }
+    Html(INDEX_HTML).into_response()
+}

@@ -1,0 +1,286 @@
+//! The Rust client: pub/sub subscriptions and actions, and bidirectional channels, over one
+//! WebSocket ([`crate::ws`]), with reconnect.
+//!
+//! * [`Client::subscribe`] → a [`Subscription`] (a `Stream` of the channel's data);
+//! * [`Client::action`] → the action's result;
+//! * [`Client::open`] → a [`ClientChannel`], the mirror of the server's [`Duplex`](crate::Duplex)
+//!   (`on`, `on_sync`, `emit`, `request`, `close`); channels the server opens by itself reach
+//!   [`Client::on_channel`] callbacks.
+//!
+//! When the connection drops, waiting actions and requests fail with
+//! [`ClientError::Disconnected`]; the client reconnects with jittered exponential backoff,
+//! subscribes again with the same parameters and re-opens its channels by name with the same
+//! parameters (their handlers stay registered). Server-opened channels close on a drop (the
+//! server opens them again on the new connection). [`Client::watch_state`] shows the state.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), switchboard::client::ClientError> {
+//! use serde_json::json;
+//! use std::time::Duration;
+//! use switchboard::client::{Client, ClientConfig};
+//!
+//! let client = Client::connect("ws://127.0.0.1:8001/", ClientConfig::default()).await?;
+//! let chat = client.open("chat", json!({})).await?;
+//! let _off = chat.on_sync("server:message", |msg| println!("{msg}"))?;
+//! chat.on_sync("server:ask", |_question| json!({ "confirmed": true }))?;
+//! chat.emit("client:send", json!({ "text": "hello" }))?;
+//! let reply = chat.request("client:request", json!({ "data": 1 }), Duration::from_secs(5)).await?;
+//! # let _ = reply; Ok(()) }
+//! ```
+
+mod channel;
+mod conn;
+mod error;
+mod shared;
+mod subscription;
+
+pub use channel::{ChannelState, ClientChannel, Remover};
+pub use error::ClientError;
+pub use subscription::Subscription;
+
+use serde_json::{json, Value};
+use shared::{ChannelCallback, LocalSub, Shared};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+/// The state of the client's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Connecting, or waiting to reconnect after a drop.
+    Connecting,
+    /// Connected.
+    Open,
+    /// Closed for good: [`Client::close`], all handles dropped, or a drop with reconnect off.
+    Closed,
+}
+
+/// How the client connects and reconnects.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Reconnect after the connection drops. Default true.
+    pub reconnect: bool,
+    /// The first reconnect delay (before jitter). Default 500 ms.
+    pub min_delay: Duration,
+    /// The largest reconnect delay. Default 10 s.
+    pub max_delay: Duration,
+    /// How long `subscribe`, `unsubscribe`, `open` (and re-subscribes and re-opens) wait for the
+    /// server's answer, including waiting for a connection. Default 10 s.
+    pub request_timeout: Duration,
+    /// The WebSocket limits and timers.
+    pub ws: crate::ws::Config,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            reconnect: true,
+            min_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            ws: crate::ws::Config::default(),
+        }
+    }
+}
+
+/// A connected client. Cheap to clone; dropping the last clone closes the connection.
+#[derive(Clone)]
+pub struct Client {
+    handle: Arc<Handle>,
+}
+
+/// Owned by the `Client` clones only (not by the connection task), so its drop means "nobody
+/// uses this client any more".
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.shutdown.send_replace(true);
+    }
+}
+
+/// Builds a [`Client`] with callbacks that must exist before the first connection (e.g. for
+/// channels the server opens as soon as a client connects).
+pub struct ClientBuilder {
+    url: String,
+    config: ClientConfig,
+    on_channel: Vec<ChannelCallback>,
+}
+
+impl ClientBuilder {
+    /// The connection settings.
+    pub fn config(mut self, config: ClientConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Calls `callback` with each channel the server opens (see [`Client::on_channel`]).
+    pub fn on_channel(mut self, callback: impl Fn(ClientChannel) + Send + Sync + 'static) -> Self {
+        self.on_channel.push(Arc::new(callback));
+        self
+    }
+
+    /// Connects (the first attempt must succeed) and keeps the connection up from then on.
+    pub async fn connect(self) -> Result<Client, ClientError> {
+        let shared = Arc::new(Shared::new(self.url, self.config, self.on_channel));
+        let handler = conn::ClientHandler::new(shared.clone());
+        let ws = crate::ws::connect(&shared.url, handler, shared.config.ws.clone())
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        tokio::spawn(conn::supervise(shared.clone(), ws));
+        Ok(Client { handle: Arc::new(Handle { shared }) })
+    }
+}
+
+impl Client {
+    /// Connects to a Switchboard server at `url` (`ws://host:port/path`).
+    pub async fn connect(url: &str, config: ClientConfig) -> Result<Client, ClientError> {
+        Self::builder(url).config(config).connect().await
+    }
+
+    /// A builder, to register [`on_channel`](ClientBuilder::on_channel) before connecting.
+    pub fn builder(url: &str) -> ClientBuilder {
+        ClientBuilder { url: url.to_owned(), config: ClientConfig::default(), on_channel: Vec::new() }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    /// The connection's state now.
+    pub fn state(&self) -> ConnectionState {
+        *self.shared().state.borrow()
+    }
+
+    /// A receiver of the connection's state, to watch it change.
+    pub fn watch_state(&self) -> watch::Receiver<ConnectionState> {
+        self.shared().state.subscribe()
+    }
+
+    /// Waits until the connection is open, at most `timeout`.
+    pub async fn wait_open(&self, timeout: Duration) -> Result<(), ClientError> {
+        self.shared().wait_open(Instant::now() + timeout, "connect").await
+    }
+
+    /// Subscribes to the pub/sub `channel` with `params` (its subscribe-time parameters, `{}` or
+    /// `Null` for none) and waits for the server to confirm. A refusal (e.g. `Invalid token`) is
+    /// [`ClientError::Remote`] with the server's text.
+    pub async fn subscribe(&self, channel: &str, params: Value) -> Result<Subscription, ClientError> {
+        let shared = self.shared();
+        let params = if params.is_null() { json!({}) } else { params };
+        let id = shared.next_id();
+        let (tx, rx) = mpsc::unbounded_channel();
+        // Registered first, so a publication right after `subscribed` is not missed.
+        shared.subs.lock().entry(channel.to_owned()).or_default().push(LocalSub { id, params: params.clone(), tx });
+        let subscription = Subscription::new(channel.to_owned(), id, rx, Arc::downgrade(shared));
+        let message = json!({ "type": "subscribe", "channel": channel, "data": params });
+        let what = format!("subscribe to '{channel}'");
+        match shared.call(message, shared.config.request_timeout, what).await {
+            Ok(_) => Ok(subscription),
+            Err(err) => {
+                // Refused: forget it locally without telling the server.
+                shared.remove_sub(channel, id);
+                std::mem::forget(subscription);
+                Err(err)
+            }
+        }
+    }
+
+    /// Calls the action `name` with `data` and returns its result (`Null` when it has none).
+    pub async fn action(&self, name: &str, data: Value, timeout: Duration) -> Result<Value, ClientError> {
+        let message = json!({ "type": "action", "channel": name, "data": data });
+        self.shared().call(message, timeout, format!("action '{name}'")).await
+    }
+
+    /// Opens the bidirectional channel `name` (a route on the server) with `params`. A refusal is
+    /// [`ClientError::Remote`] with the route's error text.
+    pub async fn open(&self, name: &str, params: Value) -> Result<ClientChannel, ClientError> {
+        self.open_with(name, params, |_| {}).await
+    }
+
+    /// Like [`open`](Self::open), but runs `setup` (to register handlers) before the `open` is
+    /// sent, so even events and requests the server sends while it accepts the channel find their
+    /// handlers.
+    pub async fn open_with(
+        &self,
+        name: &str,
+        params: Value,
+        setup: impl FnOnce(&ClientChannel),
+    ) -> Result<ClientChannel, ClientError> {
+        let shared = self.shared();
+        let params = if params.is_null() { json!({}) } else { params };
+        let deadline = Instant::now() + shared.config.request_timeout;
+        let what = format!("open of channel '{name}'");
+        shared.wait_open(deadline, &what).await?;
+        let channel = ClientChannel::new(name.to_owned(), Some(params.clone()), Arc::downgrade(shared), ChannelState::Opening);
+        {
+            let mut channels = shared.channels.lock();
+            if channels.get(name).is_some_and(|c| !c.is_closed()) {
+                return Err(ClientError::Remote(format!("Channel '{name}' is already open.")));
+            }
+            channels.insert(name.to_owned(), channel.clone());
+        }
+        setup(&channel);
+        let mut message = json!({ "type": "open", "channel": name, "data": params });
+        let result = match shared.start_call(&mut message) {
+            Ok((id, rx)) => shared.finish_call(id, rx, deadline, shared.config.request_timeout, what).await,
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(_) => {
+                channel.set_state(ChannelState::Open);
+                Ok(channel)
+            }
+            Err(err) => {
+                if let ClientError::Timeout { .. } = err {
+                    // The server may still open it: tell it we gave up.
+                    let _ = shared.send(&json!({ "type": "close", "channel": name, "reason": "open timed out" }));
+                }
+                channel.shut(ClientError::Closed(name.to_owned()), &err.to_string());
+                shared.forget_channel(&channel);
+                Err(err)
+            }
+        }
+    }
+
+    /// Calls `callback` with every channel the server opens by itself (`{"type":"opened"}` without
+    /// an id), on the connection's task, before any later message is read: handlers registered
+    /// in the callback see everything the server sends on the channel. Channels announced before
+    /// the first callback was registered are handed to it at once (use
+    /// [`Client::builder`] to register it before connecting).
+    pub fn on_channel(&self, callback: impl Fn(ClientChannel) + Send + Sync + 'static) {
+        let shared = self.shared();
+        let callback: ChannelCallback = Arc::new(callback);
+        shared.on_channel.lock().push(callback.clone());
+        let backlog = std::mem::take(&mut *shared.backlog.lock());
+        for channel in backlog.into_iter().filter(|c| !c.is_closed()) {
+            callback(channel);
+        }
+    }
+
+    /// The open channel called `name`, if any.
+    pub fn channel(&self, name: &str) -> Option<ClientChannel> {
+        self.shared().channels.lock().get(name).cloned()
+    }
+
+    /// Closes the connection for good: no reconnect; channels close, subscriptions end, waiting
+    /// calls fail.
+    pub fn close(&self) {
+        self.shared().shutdown.send_replace(true);
+    }
+
+    /// Waits until the client is closed for good.
+    pub async fn closed(&self) {
+        let mut rx = self.shared().state.subscribe();
+        let _ = rx.wait_for(|s| *s == ConnectionState::Closed).await;
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("url", &self.shared().url).field("state", &self.state()).finish()
+    }
+}

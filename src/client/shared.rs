@@ -1,0 +1,284 @@
+//! The state one client shares between its handle, its connection task and its channels and
+//! subscriptions: the current socket, the waiters of control messages, and the registries that
+//! are restored after a reconnect.
+
+use super::channel::{ChannelState, ClientChannel};
+use super::{ClientConfig, ClientError, ConnectionState};
+use crate::ws::WebSocket;
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+/// A callback for channels the server opens by itself.
+pub(crate) type ChannelCallback = Arc<dyn Fn(ClientChannel) + Send + Sync>;
+
+/// One local subscription: where its data goes and what it subscribed with.
+pub(crate) struct LocalSub {
+    pub id: u64,
+    pub params: Value,
+    pub tx: mpsc::UnboundedSender<Value>,
+}
+
+pub(crate) struct Shared {
+    pub url: String,
+    pub config: ClientConfig,
+    pub state: watch::Sender<ConnectionState>,
+    /// Set by `Client::close` or when the last `Client` handle is dropped.
+    pub shutdown: watch::Sender<bool>,
+    /// The socket of the current connection, while it is open.
+    pub ws: Mutex<Option<WebSocket>>,
+    next_id: AtomicU64,
+    /// Waiters of control messages (subscribe, unsubscribe, action, open) by request id.
+    waiters: Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>,
+    /// Local subscriptions by channel name.
+    pub subs: Mutex<HashMap<String, Vec<LocalSub>>>,
+    /// Bidirectional channels (opened by either side) by name.
+    pub channels: Mutex<HashMap<String, ClientChannel>>,
+    pub on_channel: Mutex<Vec<ChannelCallback>>,
+    /// Server-opened channels announced before any `on_channel` callback was registered.
+    pub backlog: Mutex<Vec<ClientChannel>>,
+}
+
+impl Shared {
+    pub fn new(url: String, config: ClientConfig, on_channel: Vec<ChannelCallback>) -> Self {
+        Self {
+            url,
+            config,
+            state: watch::channel(ConnectionState::Connecting).0,
+            shutdown: watch::channel(false).0,
+            ws: Mutex::new(None),
+            next_id: AtomicU64::new(1),
+            waiters: Mutex::new(HashMap::new()),
+            subs: Mutex::new(HashMap::new()),
+            channels: Mutex::new(HashMap::new()),
+            on_channel: Mutex::new(on_channel),
+            backlog: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Queues `message` on the current connection.
+    pub fn send(&self, message: &Value) -> Result<(), ClientError> {
+        let ws = self.ws.lock().clone().ok_or(ClientError::Disconnected)?;
+        ws.send_text(message.to_string()).map_err(|_| ClientError::Disconnected)
+    }
+
+    /// Waits (until `deadline`) for the connection to be open.
+    pub async fn wait_open(&self, deadline: Instant, what: &str) -> Result<(), ClientError> {
+        let mut rx = self.state.subscribe();
+        let waited = tokio::time::timeout_at(deadline, rx.wait_for(|s| *s != ConnectionState::Connecting)).await;
+        let state = match waited {
+            Ok(Ok(state)) => *state,
+            Ok(Err(_)) => ConnectionState::Closed,
+            Err(_) => {
+                let timeout = deadline.saturating_duration_since(Instant::now());
+                return Err(ClientError::Timeout { what: format!("{what} (waiting for the connection)"), timeout });
+            }
+        };
+        match state {
+            ConnectionState::Open => Ok(()),
+            _ => Err(ClientError::Closed("client".into())),
+        }
+    }
+
+    /// Sends a control message with a fresh id and waits for the answer carrying that id:
+    /// `Ok(data)` for `subscribed`/`unsubscribed`/`opened`/`action`, `Remote(text)` for `error`.
+    pub async fn call(&self, mut message: Value, timeout: Duration, what: String) -> Result<Value, ClientError> {
+        let deadline = Instant::now() + timeout;
+        self.wait_open(deadline, &what).await?;
+        let (id, rx) = self.start_call(&mut message)?;
+        self.finish_call(id, rx, deadline, timeout, what).await
+    }
+
+    /// Registers a waiter and sends; the answer arrives on the returned receiver.
+    pub fn start_call(&self, message: &mut Value) -> Result<(u64, oneshot::Receiver<Result<Value, String>>), ClientError> {
+        let id = self.next_id();
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().insert(id, tx);
+        message["id"] = Value::from(id);
+        if let Err(err) = self.send(message) {
+            self.waiters.lock().remove(&id);
+            return Err(err);
+        }
+        Ok((id, rx))
+    }
+
+    pub async fn finish_call(
+        &self,
+        id: u64,
+        rx: oneshot::Receiver<Result<Value, String>>,
+        deadline: Instant,
+        timeout: Duration,
+        what: String,
+    ) -> Result<Value, ClientError> {
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(text))) => Err(ClientError::Remote(text)),
+            // The waiter was dropped: the connection ended before the answer.
+            Ok(Err(_)) => Err(ClientError::Disconnected),
+            Err(_) => {
+                self.waiters.lock().remove(&id);
+                Err(ClientError::Timeout { what, timeout })
+            }
+        }
+    }
+
+    /// Answers the waiter of `id`; false if nobody waits for it.
+    pub fn resolve(&self, id: Option<&Value>, answer: Result<Value, String>) -> bool {
+        let Some(waiter) = id.and_then(Value::as_u64).and_then(|id| self.waiters.lock().remove(&id)) else {
+            return false;
+        };
+        let _ = waiter.send(answer);
+        true
+    }
+
+    /// Fails every waiting control message with `Disconnected`.
+    pub fn fail_waiters(&self) {
+        self.waiters.lock().clear();
+    }
+
+    /// Hands a publication to every local subscription of `channel`.
+    pub fn publish(&self, channel: &str, data: &Value) {
+        if let Some(list) = self.subs.lock().get_mut(channel) {
+            list.retain(|sub| sub.tx.send(data.clone()).is_ok());
+        }
+    }
+
+    /// Removes a local subscription; when it was the channel's last, the server subscription is
+    /// left too (returned as the `unsubscribe` message to send).
+    pub fn remove_sub(&self, channel: &str, id: u64) -> Option<Value> {
+        let mut subs = self.subs.lock();
+        let list = subs.get_mut(channel)?;
+        let before = list.len();
+        list.retain(|sub| sub.id != id);
+        let removed = list.len() != before;
+        if list.is_empty() {
+            subs.remove(channel);
+            return removed.then(|| json!({ "type": "unsubscribe", "channel": channel }));
+        }
+        None
+    }
+
+    /// Ends the local subscriptions of `channel` made with `params` (the server refused them).
+    pub fn drop_subs(&self, channel: &str, params: &Value) {
+        let mut subs = self.subs.lock();
+        if let Some(list) = subs.get_mut(channel) {
+            list.retain(|sub| &sub.params != params);
+            if list.is_empty() {
+                subs.remove(channel);
+            }
+        }
+    }
+
+    /// Removes `channel` from the registry if it is this very channel.
+    pub fn forget_channel(&self, channel: &ClientChannel) {
+        let mut channels = self.channels.lock();
+        if channels.get(channel.name()).is_some_and(|c| c.same(channel)) {
+            channels.remove(channel.name());
+        }
+    }
+
+    /// The connection ended: waiting calls fail, server-opened channels close, client-opened
+    /// ones wait to be re-opened (or close, when the client will not reconnect).
+    pub fn on_disconnect(&self, ws: &WebSocket, reconnecting: bool) {
+        {
+            let mut current = self.ws.lock();
+            if current.as_ref() == Some(ws) {
+                *current = None;
+            }
+        }
+        self.fail_waiters();
+        let channels: Vec<ClientChannel> = self.channels.lock().values().cloned().collect();
+        for channel in channels {
+            if reconnecting && !channel.is_server_opened() {
+                channel.disconnected();
+            } else {
+                channel.shut(ClientError::Disconnected, "connection lost");
+            }
+        }
+        if !reconnecting {
+            self.subs.lock().clear();
+        }
+        self.state.send_replace(if reconnecting { ConnectionState::Connecting } else { ConnectionState::Closed });
+    }
+
+    /// The client is done for good: everything still open is closed.
+    pub fn finish(&self) {
+        self.ws.lock().take();
+        self.fail_waiters();
+        let channels: Vec<ClientChannel> = self.channels.lock().drain().map(|(_, c)| c).collect();
+        for channel in channels {
+            channel.shut(ClientError::Closed(channel.name().to_owned()), "client closed");
+        }
+        self.backlog.lock().clear();
+        self.subs.lock().clear();
+        self.on_channel.lock().clear();
+        self.state.send_replace(ConnectionState::Closed);
+    }
+
+    /// After a reconnect: subscribe again to every (channel, params) and re-open every channel
+    /// this client opened. Answers are awaited in background tasks.
+    pub fn restore(self: &Arc<Self>) {
+        let mut wanted: Vec<(String, Value)> = Vec::new();
+        for (channel, list) in self.subs.lock().iter() {
+            for sub in list {
+                if !wanted.iter().any(|(c, p)| c == channel && p == &sub.params) {
+                    wanted.push((channel.clone(), sub.params.clone()));
+                }
+            }
+        }
+        let timeout = self.config.request_timeout;
+        for (channel, params) in wanted {
+            let mut message = json!({ "type": "subscribe", "channel": channel, "data": params });
+            let Ok((id, rx)) = self.start_call(&mut message) else { return };
+            let shared = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let deadline = Instant::now() + timeout;
+                let what = format!("re-subscribe to '{channel}'");
+                let Some(strong) = shared.upgrade() else { return };
+                if let Err(ClientError::Remote(text)) = strong.finish_call(id, rx, deadline, timeout, what).await {
+                    tracing::warn!(%channel, %text, "re-subscribe refused by the server: subscription ended");
+                    strong.drop_subs(&channel, &params);
+                }
+            });
+        }
+        let reopen: Vec<ClientChannel> = self
+            .channels
+            .lock()
+            .values()
+            .filter(|c| !c.is_server_opened() && c.state() == ChannelState::Reopening)
+            .cloned()
+            .collect();
+        for channel in reopen {
+            let mut message = json!({ "type": "open", "channel": channel.name(), "data": channel.params() });
+            let Ok((id, rx)) = self.start_call(&mut message) else { return };
+            let shared = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let deadline = Instant::now() + timeout;
+                let what = format!("re-open of channel '{}'", channel.name());
+                let Some(strong) = shared.upgrade() else { return };
+                match strong.finish_call(id, rx, deadline, timeout, what).await {
+                    Ok(_) => channel.set_state(ChannelState::Open),
+                    Err(ClientError::Remote(text)) => {
+                        tracing::warn!(channel = channel.name(), %text, "re-open refused by the server: channel closed");
+                        channel.shut(ClientError::Closed(channel.name().to_owned()), &text);
+                        strong.forget_channel(&channel);
+                    }
+                    Err(err) => tracing::debug!(channel = channel.name(), %err, "re-open not answered"),
+                }
+            });
+        }
+    }
+}
