@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit/integration/doc tests, the Autobahn conformance cases, tests with
 # real peers (Python websockets, Node ws, SocketAPI itself), the browser client's tests and the
-# end-to-end tests in headless Chromium. Installs the Python and npm packages it needs (into
-# target/py and node_modules); system packages (redis-server, chromium) come from .ci/run.
+# end-to-end tests in headless Chromium. Installs what it needs: system packages through
+# scripts/setup.sh (redis-server, chromium), Python packages into target/py, npm packages into
+# node_modules.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -22,6 +23,7 @@ setup_python() {
   target/py/bin/pip install --quiet --disable-pip-version-check -r tests/peers/requirements.txt
 }
 
+stage "system packages" bash scripts/setup.sh
 stage "python packages" setup_python
 export PATH="$ROOT/target/py/bin:$PATH"
 stage "build (release)" cargo build --release --bins --examples
@@ -30,7 +32,8 @@ export SWITCHBOARD_EXAMPLES_DIR="$ROOT/target/release/examples"
 stage "cargo test" cargo test --release --all-targets
 stage "doc tests" cargo test --release --doc
 stage "autobahn" bash scripts/autobahn.sh
-[ -x tests/peers/run.sh ] && stage "real peers" bash tests/peers/run.sh
+[ -f tests/peers/run.sh ] && stage "real peers (python websockets, node ws)" bash tests/peers/run.sh
+[ -f tests/socketapi_compat/run.sh ] && stage "SocketAPI comparison" bash tests/socketapi_compat/run.sh
 [ -f clients/js/test.sh ] && stage "browser client" bash clients/js/test.sh
 
 echo
