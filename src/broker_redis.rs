@@ -117,7 +117,9 @@ impl RedisBroker {
     pub async fn connect(url: &str) -> Result<RedisBroker, BrokerError> {
         let shown = redact(url);
         if !(url.starts_with("redis://")) {
-            return Err(BrokerError(format!("invalid Redis URL '{shown}': expected redis://host:port")));
+            return Err(BrokerError(format!(
+                "invalid Redis URL '{shown}': expected redis://host:port"
+            )));
         }
         let client = redis::Client::open(url)
             .map_err(|err| BrokerError(format!("invalid Redis URL '{shown}': {}", describe(&err))))?;
@@ -175,7 +177,13 @@ impl Broker for RedisBroker {
             }
             None => {
                 let (sender, receiver) = watch::channel(None);
-                subs.topics.insert(topic.to_owned(), Interest { state: State::Pending(sender), touched: Instant::now() });
+                subs.topics.insert(
+                    topic.to_owned(),
+                    Interest {
+                        state: State::Pending(sender),
+                        touched: Instant::now(),
+                    },
+                );
                 if self.commands.send(Command::Subscribe(topic.to_owned())).is_err() {
                     subs.topics.remove(topic);
                     return Box::pin(future::ready(Err(self.shared.error("the broker task has stopped"))));
@@ -236,7 +244,10 @@ impl Shared {
         if let Some(connection) = self.fast_publisher()? {
             return Ok(connection);
         }
-        let result = self.client.get_multiplexed_async_connection_with_config(&Self::connection_config()).await;
+        let result = self
+            .client
+            .get_multiplexed_async_connection_with_config(&Self::connection_config())
+            .await;
         let mut publisher = self.publisher.lock();
         match result {
             Ok(connection) => {
@@ -344,7 +355,11 @@ async fn run(
             Ok(()) | Err(None) => return, // the broker was dropped
             Err(Some(err)) => err,
         };
-        tracing::warn!(error = %err, retry_in = ?backoff, "redis broker: pub/sub connection lost");
+        if shared.subs.lock().link.is_ok() {
+            tracing::warn!(error = %err, "redis broker: pub/sub connection lost; reconnecting");
+        } else {
+            tracing::debug!(error = %err, retry_in = ?backoff, "redis broker: reconnection failed");
+        }
         shared.link_down(err);
         // Full jitter between half and all of the backoff, so nodes do not reconnect in lockstep.
         let delay = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
@@ -369,9 +384,10 @@ async fn restore(shared: &Shared, delivery: &Delivery, sink: &mut PubSubSink) ->
         // The hub's topics are read under the subscriptions' lock, so an unsubscribe from the hub
         // either happened before (the topic is not in the hub) or waits and then removes it.
         for topic in delivery.topics() {
-            subs.topics
-                .entry(topic)
-                .or_insert_with(|| Interest { state: State::Active, touched: Instant::now() });
+            subs.topics.entry(topic).or_insert_with(|| Interest {
+                state: State::Active,
+                touched: Instant::now(),
+            });
         }
         subs.topics.keys().cloned().collect()
     };
@@ -452,7 +468,13 @@ async fn apply(shared: &Shared, sink: &mut PubSubSink, batch: Vec<Command>) -> R
         for command in batch {
             match command {
                 Command::Subscribe(topic) => {
-                    if matches!(subs.topics.get(&topic), Some(Interest { state: State::Pending(_), .. })) {
+                    if matches!(
+                        subs.topics.get(&topic),
+                        Some(Interest {
+                            state: State::Pending(_),
+                            ..
+                        })
+                    ) {
                         requests.push((true, format!("{CHANNEL_PREFIX}{topic}")));
                         subscribed.push(topic);
                     }
@@ -530,20 +552,35 @@ mod tests {
 
     #[test]
     fn redacts_credentials() {
-        assert_eq!(redact("redis://:secret@127.0.0.1:6379/0"), "redis://***@127.0.0.1:6379/0");
+        assert_eq!(
+            redact("redis://:secret@127.0.0.1:6379/0"),
+            "redis://***@127.0.0.1:6379/0"
+        );
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 
     #[tokio::test]
     async fn rejects_bad_urls() {
-        let err = RedisBroker::connect("http://127.0.0.1:1").await.err().map(|e| e.to_string());
-        assert_eq!(err.as_deref(), Some("broker unavailable: invalid Redis URL 'http://127.0.0.1:1': expected redis://host:port"));
+        let err = RedisBroker::connect("http://127.0.0.1:1")
+            .await
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("broker unavailable: invalid Redis URL 'http://127.0.0.1:1': expected redis://host:port")
+        );
     }
 
     #[tokio::test]
     async fn unreachable_redis_is_a_clear_error() {
         // Port 1 on loopback: nothing listens there.
-        let err = RedisBroker::connect("redis://127.0.0.1:1").await.err().map(|e| e.to_string());
-        assert_eq!(err.as_deref(), Some("broker unavailable: redis at redis://127.0.0.1:1: connection refused"));
+        let err = RedisBroker::connect("redis://127.0.0.1:1")
+            .await
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("broker unavailable: redis at redis://127.0.0.1:1: connection refused")
+        );
     }
 }
