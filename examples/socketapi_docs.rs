@@ -3,18 +3,24 @@
 //!
 //! `cargo run --release --example socketapi_docs -- --bind 127.0.0.1:8000`
 //!
+//! Several of them share their channels through Redis with `--broker redis://127.0.0.1:6379`
+//! (a broadcast on any of them reaches the subscribers of all; see docs/brokers.md).
+//!
 //! A program written for the SocketAPI server of those docs works against this one unchanged.
 
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use switchboard::{Channel, Node, Router};
+use switchboard::{Channel, Node, RedisBroker, Router};
 
 #[derive(Parser)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8000")]
     bind: String,
+    /// Share channels with other nodes through this broker (`redis://host:port`); in-memory when absent.
+    #[arg(long, value_name = "URL")]
+    broker: Option<String>,
 }
 
 fn welcome() -> String {
@@ -82,8 +88,10 @@ fn router() -> Router {
         Ok::<_, String>(json!({ "message": p.message }))
     }));
     router.channel(
-        Channel::new("news", |_: News| async move { Ok::<_, String>(json!({ "headline": "Breaking News!" })) })
-            .default_response(),
+        Channel::new("news", |_: News| async move {
+            Ok::<_, String>(json!({ "headline": "Breaking News!" }))
+        })
+        .default_response(),
     );
     router.channel(
         Channel::new("private_chat", |p: PrivateChat| async move {
@@ -111,7 +119,10 @@ fn router() -> Router {
     router.action("send_notification", move |p: SendNotification| {
         let notifications = notifications.clone();
         async move {
-            let params = Notifications { user_id: p.user_id, notification_type: "alert".into() };
+            let params = Notifications {
+                user_id: p.user_id,
+                notification_type: "alert".into(),
+            };
             notifications.broadcast(params).await
         }
     });
@@ -123,9 +134,20 @@ fn router() -> Router {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let args = Args::parse();
-    let node = Node::new(router());
+    let node = match &args.broker {
+        Some(url) => match RedisBroker::connect(url).await {
+            Ok(broker) => Node::builder(router()).broker(broker).build(),
+            Err(err) => {
+                eprintln!("socketapi_docs: {err}");
+                std::process::exit(1);
+            }
+        },
+        None => Node::new(router()),
+    };
     let listener = tokio::net::TcpListener::bind(&args.bind).await?;
     println!("socketapi_docs listening on ws://{}/", listener.local_addr()?);
     switchboard::http::serve(listener, node.app(), switchboard::Shutdown::on_signals()).await?;
