@@ -40,7 +40,6 @@ enum EventHandler {
 }
 
 /// Removes the handler it was returned for. Dropping it keeps the handler.
-#[must_use = "dropping a Remover keeps the handler; call remove() to unregister it"]
 pub struct Remover {
     channel: Weak<Inner>,
     event: String,

@@ -156,6 +156,10 @@ pub(crate) fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
     Duration::from_millis(half + fastrand::u64(0..=ceiling_ms - half))
 }
 
+async fn triggered(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
 /// Keeps the client connected until it is closed: waits for the connection to end, then
 /// reconnects with backoff (when enabled).
 pub(crate) async fn supervise(shared: Arc<Shared>, mut ws: WebSocket) {
@@ -163,7 +167,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>, mut ws: WebSocket) {
     'connected: loop {
         tokio::select! {
             _ = ws.closed() => {}
-            _ = shutdown.wait_for(|s| *s) => {
+            _ = triggered(&mut shutdown) => {
                 let _ = ws.close(1000, "client closed");
                 let wait = shared.config.ws.close_timeout + Duration::from_secs(1);
                 let _ = tokio::time::timeout(wait, ws.closed()).await;
@@ -179,7 +183,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>, mut ws: WebSocket) {
             attempt = attempt.saturating_add(1);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.wait_for(|s| *s) => break 'connected,
+                _ = triggered(&mut shutdown) => break 'connected,
             }
             shared.state.send_replace(ConnectionState::Connecting);
             let handler = ClientHandler::new(shared.clone());
