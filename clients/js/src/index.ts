@@ -88,7 +88,11 @@ export interface Bridge {
   readonly state: ConnectionState;
   /** Resolves with the bridge once the server opened the channel; rejects with a ServerError or ClosedError. */
   readonly ready: Promise<Bridge>;
-  /** Listen for an event from the server; returns a function removing the handler. */
+  /**
+   * Listen for an event from the server; returns a function removing the handler. For a server
+   * request, handlers run in order until one returns a value other than `undefined` (or a promise
+   * of one): that is the reply; a throw or a rejection replies with its message as the error.
+   */
   on(event: string, handler: EventHandler): () => void;
   /** Fire-and-forget event to the server. Throws ClosedError on a closed bridge. */
   emit(event: string, payload?: unknown): void;
@@ -500,27 +504,21 @@ class ClientImpl implements Client {
     const reply = (out: Msg) => {
       if (this.chans.get(msg.channel) === chan) this.send({ type: 'reply', channel: msg.channel, id: msg.id, ...out });
     };
-    if (!chan || !fns.length) {
-      this.send({
-        type: 'reply',
-        channel: msg.channel,
-        id: msg.id,
-        error: chan ? `No handler for event '${msg.event}'` : `Channel '${msg.channel}' is not open`,
-      });
+    if (!fns.length) {
+      reply({ error: chan ? `No handler for event '${msg.event}'` : `Channel '${msg.channel}' is not open` });
       return;
     }
-    // the first handler answers; the others only listen
-    let result: unknown;
-    try {
-      result = fns[0](msg.payload);
-    } catch (err) {
-      reply({ error: errorText(err) });
-      return;
-    }
-    for (const fn of fns.slice(1)) call(fn, msg.payload);
-    Promise.resolve(result).then(
-      (payload) => reply({ payload: payload === undefined ? null : payload }),
-      (err) => reply({ error: errorText(err) }),
+    // Handlers run in order until one returns (or resolves to) a value other than undefined: that
+    // value is the reply. A throw or a rejection is the reply's error; no value at all replies null.
+    (async () => {
+      for (const fn of fns) {
+        const payload = await fn(msg.payload);
+        if (payload !== undefined) return payload;
+      }
+      return null;
+    })().then(
+      (payload) => reply({ payload }),
+      (err) => reply({ error: err instanceof Error ? err.message : String(err) }),
     );
   }
 
@@ -631,10 +629,6 @@ class ClientImpl implements Client {
   onError(handler: (error: ServerError) => void): () => void {
     return listen(this.errorFns, handler);
   }
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /**
