@@ -1,6 +1,6 @@
 //! Echoes every text and binary message on any path. The target of the Autobahn conformance run.
 //!
-//! `cargo run --release --example echo -- --bind 127.0.0.1:9001`
+//! `cargo run --release --example echo -- --bind 127.0.0.1:9001 [--max-message-size BYTES]`
 
 use clap::Parser;
 use switchboard::ws::{self, Handler, Text, WebSocket};
@@ -10,6 +10,9 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9001")]
     bind: String,
+    /// Largest message accepted, in bytes; a larger one closes the connection with 1009.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_message_size: usize,
 }
 
 struct Echo;
@@ -31,7 +34,7 @@ async fn main() -> std::io::Result<()> {
         .init();
     let args = Args::parse();
     let config = ws::Config {
-        max_message_size: 64 << 20,
+        max_message_size: args.max_message_size,
         max_backpressure: 64 << 20,
         ..Default::default()
     };
