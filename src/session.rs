@@ -111,7 +111,13 @@ impl Session {
         let Some(def) = self.node.shared.actions.get(name).cloned() else {
             return reply(ws, protocol::error(&text::action_not_found(name), Some(name), id));
         };
-        let Ok(call) = def.call(data) else {
+        // SocketAPI calls the action with `**data`: anything but an object is invalid (serde would
+        // otherwise read an array as the fields in order).
+        let call = match data {
+            Some(Value::Array(_) | Value::Bool(_) | Value::Number(_) | Value::String(_)) => None,
+            data => def.call(data).ok(),
+        };
+        let Some(call) = call else {
             return reply(ws, protocol::error(&text::invalid_params(name), Some(name), id));
         };
         match call.await {
