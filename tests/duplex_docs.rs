@@ -20,14 +20,20 @@ fn chat(channel: Duplex) -> Result<(), DuplexError> {
         let text = payload.get("text").cloned().unwrap_or(Value::Null);
         out.emit("server:message", json!({ "user": "User", "text": text }))
     })?;
-    channel.on_sync("client:request", |payload: Value| json!({ "status": "ok", "result": payload }))?;
+    channel.on_sync(
+        "client:request",
+        |payload: Value| json!({ "status": "ok", "result": payload }),
+    )?;
     let out = channel.clone();
     channel.on_sync("client:ping", move |_| out.emit("server:pong", json!({ "ack": true })))?;
     let out = channel.clone();
     channel.on("client:confirm", move |_| {
         let out = out.clone();
         async move {
-            match out.request("server:ask", json!({ "question": "confirm?" }), Duration::from_secs(5)).await {
+            match out
+                .request("server:ask", json!({ "question": "confirm?" }), Duration::from_secs(5))
+                .await
+            {
                 Ok(answer) => out.emit("server:answer", answer),
                 Err(DuplexError::Timeout { .. }) => out.emit("server:timeout", json!({})),
                 Err(err) => Err(err),
@@ -37,7 +43,12 @@ fn chat(channel: Duplex) -> Result<(), DuplexError> {
     Ok(())
 }
 
-async fn open_chat() -> (Server, switchboard::client::Client, ClientChannel, UnboundedReceiver<(String, Value)>) {
+async fn open_chat() -> (
+    Server,
+    switchboard::client::Client,
+    ClientChannel,
+    UnboundedReceiver<(String, Value)>,
+) {
     let mut router = Router::new();
     router.route("chat", |channel, _params| async move { chat(channel) });
     let server = serve(router).await;
@@ -46,7 +57,9 @@ async fn open_chat() -> (Server, switchboard::client::Client, ClientChannel, Unb
     let (tx, rx) = unbounded_channel();
     for event in ["server:message", "server:pong", "server:answer", "server:timeout"] {
         let tx = tx.clone();
-        channel.on_sync(event, move |payload| drop(tx.send((event.to_owned(), payload)))).expect("on");
+        channel
+            .on_sync(event, move |payload| drop(tx.send((event.to_owned(), payload))))
+            .expect("on");
     }
     (server, client, channel, rx)
 }
@@ -55,11 +68,17 @@ async fn open_chat() -> (Server, switchboard::client::Client, ClientChannel, Unb
 async fn send_request_and_ping() {
     let (_server, _client, chat, mut events) = open_chat().await;
     chat.emit("client:send", json!({ "text": "hello" })).expect("emit");
-    assert_eq!(next(&mut events).await, ("server:message".to_owned(), json!({ "user": "User", "text": "hello" })));
+    assert_eq!(
+        next(&mut events).await,
+        ("server:message".to_owned(), json!({ "user": "User", "text": "hello" }))
+    );
     let reply = chat.request("client:request", json!({ "data": [1, 2] }), T).await;
     assert_eq!(reply, Ok(json!({ "status": "ok", "result": { "data": [1, 2] } })));
     chat.emit("client:ping", json!({})).expect("emit");
-    assert_eq!(next(&mut events).await, ("server:pong".to_owned(), json!({ "ack": true })));
+    assert_eq!(
+        next(&mut events).await,
+        ("server:pong".to_owned(), json!({ "ack": true }))
+    );
 }
 
 #[tokio::test]
@@ -71,7 +90,10 @@ async fn confirm_with_an_answer() {
     })
     .expect("on");
     chat.emit("client:confirm", json!({})).expect("emit");
-    assert_eq!(next(&mut events).await, ("server:answer".to_owned(), json!({ "confirmed": true })));
+    assert_eq!(
+        next(&mut events).await,
+        ("server:answer".to_owned(), json!({ "confirmed": true }))
+    );
 }
 
 #[tokio::test]
@@ -85,8 +107,14 @@ async fn confirm_unanswered_times_out_after_five_seconds() {
     .expect("on");
     let started = Instant::now();
     chat.emit("client:confirm", json!({})).expect("emit");
-    let (event, payload) = tokio::time::timeout(Duration::from_secs(7), events.recv()).await.expect("in time").expect("open");
+    let (event, payload) = tokio::time::timeout(Duration::from_secs(7), events.recv())
+        .await
+        .expect("in time")
+        .expect("open");
     let took = started.elapsed();
     assert_eq!((event.as_str(), payload), ("server:timeout", json!({})));
-    assert!(took >= Duration::from_millis(4900) && took < Duration::from_millis(6500), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(4900) && took < Duration::from_millis(6500),
+        "{took:?}"
+    );
 }

@@ -14,7 +14,12 @@ use tokio::runtime::Handle;
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+        })
         .unwrap_or(0)
 }
 
@@ -73,11 +78,19 @@ async fn ten_thousand_channels_leave_nothing_behind() {
             room.on_sync("confirm", |p| json!({ "ok": p })).expect("on");
             room.emit("say", i).expect("emit");
             assert_eq!(next(&mut said).await, json!(i));
-            assert_eq!(room.request("ask", i, Duration::from_secs(5)).await, Ok(json!({ "ok": i })));
+            assert_eq!(
+                room.request("ask", i, Duration::from_secs(5)).await,
+                Ok(json!({ "ok": i }))
+            );
         }
         room.close();
     }
-    assert!(settle(live0, tasks0).await, "live {} (was {live0}), tasks {} (was {tasks0})", live_channels(), alive_tasks());
+    assert!(
+        settle(live0, tasks0).await,
+        "live {} (was {live0}), tasks {} (was {tasks0})",
+        live_channels(),
+        alive_tasks()
+    );
     let (live1, tasks1, rss1) = (live_channels(), alive_tasks(), rss_kib());
     println!("one connection, 10000 channels: live channels {live0} -> {live1}, alive tasks {tasks0} -> {tasks1}, RSS {rss0} kB -> {rss1} kB");
 
@@ -110,7 +123,12 @@ async fn ten_thousand_channels_leave_nothing_behind() {
         other.closed().await;
         assert!(pending.await.expect("join").is_err());
     }
-    assert!(settle(live0, tasks0).await, "live {} (was {live0}), tasks {} (was {tasks0})", live_channels(), alive_tasks());
+    assert!(
+        settle(live0, tasks0).await,
+        "live {} (was {live0}), tasks {} (was {tasks0})",
+        live_channels(),
+        alive_tasks()
+    );
     let (live2, tasks2, rss2) = (live_channels(), alive_tasks(), rss_kib());
     println!("200 more connections: live channels {live0} -> {live2}, alive tasks {tasks0} -> {tasks2}, RSS {rss0} kB -> {rss2} kB");
     let grown = rss2.saturating_sub(rss0);

@@ -32,7 +32,11 @@ async fn timeouts_both_ways() {
     let started = Instant::now();
     let timeout = Duration::from_millis(300);
     match duplex.request("slow", json!(1), timeout).await {
-        Err(DuplexError::Timeout { channel, event, timeout: t }) => {
+        Err(DuplexError::Timeout {
+            channel,
+            event,
+            timeout: t,
+        }) => {
             assert_eq!((channel.as_str(), event.as_str(), t), ("probe", "slow", timeout));
         }
         other => panic!("expected a timeout, got {other:?}"),
@@ -70,7 +74,12 @@ async fn pending_both_ways(
     tokio::task::JoinHandle<Result<Value, ClientError>>,
 ) {
     duplex.on("hang", |_| std::future::pending::<Value>()).expect("on");
-    channel.on("hang", |_| async { tokio::time::sleep(LONG).await; json!("late") }).expect("on");
+    channel
+        .on("hang", |_| async {
+            tokio::time::sleep(LONG).await;
+            json!("late")
+        })
+        .expect("on");
     let d = duplex.clone();
     let server_request = tokio::spawn(async move { d.request("hang", json!(null), LONG).await });
     let c = channel.clone();
@@ -92,19 +101,37 @@ async fn close_from_the_client_fails_pending_requests_on_both_sides_at_once() {
 
     let started = Instant::now();
     channel.close();
-    assert_eq!(client_request.await.expect("join"), Err(ClientError::Closed("probe".into())));
-    assert_eq!(server_request.await.expect("join"), Err(DuplexError::Closed("probe".into())));
-    tokio::time::timeout(T, duplex.closed()).await.expect("server side closed");
-    assert!(started.elapsed() < Duration::from_secs(1), "at once, not at the timeout: {:?}", started.elapsed());
+    assert_eq!(
+        client_request.await.expect("join"),
+        Err(ClientError::Closed("probe".into()))
+    );
+    assert_eq!(
+        server_request.await.expect("join"),
+        Err(DuplexError::Closed("probe".into()))
+    );
+    tokio::time::timeout(T, duplex.closed())
+        .await
+        .expect("server side closed");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "at once, not at the timeout: {:?}",
+        started.elapsed()
+    );
     assert!(duplex.is_closed() && channel.is_closed());
     assert!(duplex.connection().channel("probe").is_none());
 
     // Using the closed channel: Closed on both sides.
     assert_eq!(channel.emit("x", json!(1)), Err(ClientError::Closed("probe".into())));
-    assert_eq!(channel.request("x", json!(1), T).await, Err(ClientError::Closed("probe".into())));
+    assert_eq!(
+        channel.request("x", json!(1), T).await,
+        Err(ClientError::Closed("probe".into()))
+    );
     assert!(matches!(channel.on_sync("x", |_| ()), Err(ClientError::Closed(_))));
     assert_eq!(duplex.emit("x", json!(1)), Err(DuplexError::Closed("probe".into())));
-    assert_eq!(duplex.request("x", json!(1), T).await, Err(DuplexError::Closed("probe".into())));
+    assert_eq!(
+        duplex.request("x", json!(1), T).await,
+        Err(DuplexError::Closed("probe".into()))
+    );
     assert!(matches!(duplex.on_sync("x", |_| ()), Err(DuplexError::Closed(_))));
     // The name can be opened again: a new channel.
     let again = client.open("probe", json!({})).await.expect("re-open");
@@ -125,10 +152,22 @@ async fn close_from_the_server_fails_pending_requests_on_both_sides_at_once() {
 
     let started = Instant::now();
     duplex.close_with("room deleted");
-    assert_eq!(server_request.await.expect("join"), Err(DuplexError::Closed("probe".into())));
-    assert_eq!(client_request.await.expect("join"), Err(ClientError::Closed("probe".into())));
-    tokio::time::timeout(T, channel.closed()).await.expect("client side closed");
-    assert!(started.elapsed() < Duration::from_secs(1), "at once: {:?}", started.elapsed());
+    assert_eq!(
+        server_request.await.expect("join"),
+        Err(DuplexError::Closed("probe".into()))
+    );
+    assert_eq!(
+        client_request.await.expect("join"),
+        Err(ClientError::Closed("probe".into()))
+    );
+    tokio::time::timeout(T, channel.closed())
+        .await
+        .expect("client side closed");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "at once: {:?}",
+        started.elapsed()
+    );
     assert_eq!(channel.close_reason().as_deref(), Some("room deleted"));
     assert_eq!(channel.state(), ChannelState::Closed);
     assert!(client.channel("probe").is_none());
@@ -150,8 +189,13 @@ async fn the_end_of_the_connection_closes_its_channels() {
         }
     });
     let server = serve(router).await;
-    let config = ClientConfig { reconnect: false, ..fast_config() };
-    let client = switchboard::client::Client::connect(&server.url(), config).await.expect("connect");
+    let config = ClientConfig {
+        reconnect: false,
+        ..fast_config()
+    };
+    let client = switchboard::client::Client::connect(&server.url(), config)
+        .await
+        .expect("connect");
     let channel = client.open("probe", json!({})).await.expect("open");
     let (duplex, _) = next(&mut probe).await;
     let push = next(&mut server_opened).await;
@@ -160,18 +204,33 @@ async fn the_end_of_the_connection_closes_its_channels() {
 
     let started = Instant::now();
     client.close();
-    assert_eq!(server_request.await.expect("join"), Err(DuplexError::Closed("probe".into())));
+    assert_eq!(
+        server_request.await.expect("join"),
+        Err(DuplexError::Closed("probe".into()))
+    );
     let client_result = client_request.await.expect("join");
-    assert!(matches!(client_result, Err(ClientError::Closed(_) | ClientError::Disconnected)), "{client_result:?}");
-    tokio::time::timeout(T, duplex.closed()).await.expect("route channel closed");
-    tokio::time::timeout(T, push.closed()).await.expect("server-opened channel closed");
-    tokio::time::timeout(T, pushed.closed()).await.expect("client side closed");
+    assert!(
+        matches!(client_result, Err(ClientError::Closed(_) | ClientError::Disconnected)),
+        "{client_result:?}"
+    );
+    tokio::time::timeout(T, duplex.closed())
+        .await
+        .expect("route channel closed");
+    tokio::time::timeout(T, push.closed())
+        .await
+        .expect("server-opened channel closed");
+    tokio::time::timeout(T, pushed.closed())
+        .await
+        .expect("client side closed");
     tokio::time::timeout(T, client.closed()).await.expect("client closed");
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     assert!(channel.is_closed());
     assert_eq!(duplex.emit("x", 1), Err(DuplexError::Closed("probe".into())));
     assert!(duplex.connection().channel("probe").is_none());
-    assert_eq!(client.open("probe", json!({})).await.err(), Some(ClientError::Closed("client".into())));
+    assert_eq!(
+        client.open("probe", json!({})).await.err(),
+        Some(ClientError::Closed("client".into()))
+    );
 }
 
 #[tokio::test]
@@ -187,15 +246,22 @@ async fn a_dropped_connection_without_reconnect_closes_the_client_side() {
         },
         |_| {},
     );
-    let config = ClientConfig { reconnect: false, ..fast_config() };
-    let client = switchboard::client::Client::connect(&server.url(), config).await.expect("connect");
+    let config = ClientConfig {
+        reconnect: false,
+        ..fast_config()
+    };
+    let client = switchboard::client::Client::connect(&server.url(), config)
+        .await
+        .expect("connect");
     let channel = client.open("hang", json!({})).await.expect("open");
     let c = channel.clone();
     let request = tokio::spawn(async move { c.request("hang", json!(null), LONG).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The server goes away.
     let started = Instant::now();
-    tokio::task::spawn_blocking(move || server.stop()).await.expect("stopped");
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .expect("stopped");
     assert_eq!(request.await.expect("join"), Err(ClientError::Disconnected));
     tokio::time::timeout(T, channel.closed()).await.expect("closed");
     tokio::time::timeout(T, client.closed()).await.expect("client closed");

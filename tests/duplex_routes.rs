@@ -29,7 +29,10 @@ fn echo_route(router: &mut Router) {
 async fn open_by_route_accepted_refused_unknown_and_duplicate() {
     let mut router = Router::new();
     echo_route(&mut router);
-    router.route("refuse", |_channel, _params| async move { Err::<(), _>("Not allowed here") });
+    router.route(
+        "refuse",
+        |_channel, _params| async move { Err::<(), _>("Not allowed here") },
+    );
     let mut probe = probe_route(&mut router, "probe");
     let server = serve(router).await;
     let client = client(&server).await;
@@ -38,31 +41,58 @@ async fn open_by_route_accepted_refused_unknown_and_duplicate() {
     assert!(echo.is_open() && !echo.is_server_opened());
     assert_eq!(echo.request("ask", json!(1), T).await, Ok(json!({ "echo": 1 })));
 
-    assert_eq!(client.open("refuse", json!({})).await.err(), Some(ClientError::Remote("Not allowed here".into())));
+    assert_eq!(
+        client.open("refuse", json!({})).await.err(),
+        Some(ClientError::Remote("Not allowed here".into()))
+    );
     assert!(client.channel("refuse").is_none(), "a refused channel is not kept");
-    assert_eq!(client.open("nope", json!({})).await.err(), Some(ClientError::Remote("Channel 'nope' not found.".into())));
+    assert_eq!(
+        client.open("nope", json!({})).await.err(),
+        Some(ClientError::Remote("Channel 'nope' not found.".into()))
+    );
     // The client knows "echo" is open and answers with the server's text.
-    assert_eq!(client.open("echo", json!({})).await.err(), Some(ClientError::Remote("Channel 'echo' is already open.".into())));
+    assert_eq!(
+        client.open("echo", json!({})).await.err(),
+        Some(ClientError::Remote("Channel 'echo' is already open.".into()))
+    );
 
     // The route sees the parameters.
-    let _probe = client.open("probe", json!({ "room": "a", "n": 2 })).await.expect("probe opens");
+    let _probe = client
+        .open("probe", json!({ "room": "a", "n": 2 }))
+        .await
+        .expect("probe opens");
     let (_duplex, params) = next(&mut probe).await;
     assert_eq!(params, json!({ "room": "a", "n": 2 }));
 
     // On the wire: a duplicate open gets the error with the request's id; a refusal too.
     let mut raw = Raw::connect(&server.url()).await;
     raw.send(json!({ "type": "open", "channel": "echo", "data": {}, "id": 1 }));
-    assert_eq!(raw.recv().await, json!({ "type": "opened", "channel": "echo", "id": 1 }));
+    assert_eq!(
+        raw.recv().await,
+        json!({ "type": "opened", "channel": "echo", "id": 1 })
+    );
     raw.send(json!({ "type": "open", "channel": "echo", "id": 2 }));
-    assert_eq!(raw.recv().await, json!({ "type": "error", "channel": "echo", "message": "Channel 'echo' is already open.", "id": 2 }));
+    assert_eq!(
+        raw.recv().await,
+        json!({ "type": "error", "channel": "echo", "message": "Channel 'echo' is already open.", "id": 2 })
+    );
     raw.send(json!({ "type": "open", "channel": "refuse", "id": "r" }));
-    assert_eq!(raw.recv().await, json!({ "type": "error", "channel": "refuse", "message": "Not allowed here", "id": "r" }));
+    assert_eq!(
+        raw.recv().await,
+        json!({ "type": "error", "channel": "refuse", "message": "Not allowed here", "id": "r" })
+    );
     raw.send(json!({ "type": "open", "channel": "ghost", "id": 3 }));
-    assert_eq!(raw.recv().await, json!({ "type": "error", "channel": "ghost", "message": "Channel 'ghost' not found.", "id": 3 }));
+    assert_eq!(
+        raw.recv().await,
+        json!({ "type": "error", "channel": "ghost", "message": "Channel 'ghost' not found.", "id": 3 })
+    );
     // After a close the same name opens again.
     raw.send(json!({ "type": "close", "channel": "echo", "reason": "done" }));
     raw.send(json!({ "type": "open", "channel": "echo", "id": 4 }));
-    assert_eq!(raw.recv().await, json!({ "type": "opened", "channel": "echo", "id": 4 }));
+    assert_eq!(
+        raw.recv().await,
+        json!({ "type": "opened", "channel": "echo", "id": 4 })
+    );
 
     // Same for the client: close, then open again.
     echo.close();
@@ -81,7 +111,10 @@ async fn server_opened_channels_are_announced_and_work_both_ways() {
             // Emitted at once: the client's on_channel callback has registered its handler by then.
             named.emit("welcome", json!({ "hi": true })).expect("emit");
             let generated = connection.open_channel(None).expect("uuid channel");
-            assert!(connection.open_channel(Some("notifications")).is_err(), "duplicate id refused");
+            assert!(
+                connection.open_channel(Some("notifications")).is_err(),
+                "duplicate id refused"
+            );
             let _ = tx.send((named, generated));
         }
     });
@@ -94,7 +127,9 @@ async fn server_opened_channels_are_announced_and_work_both_ways() {
         .on_channel(move |channel| {
             if channel.name() == "notifications" {
                 let welcome_tx = welcome_tx.clone();
-                channel.on_sync("welcome", move |p| drop(welcome_tx.send(p))).expect("on");
+                channel
+                    .on_sync("welcome", move |p| drop(welcome_tx.send(p)))
+                    .expect("on");
             }
             let _ = ch_tx.send(channel);
         })
@@ -114,16 +149,32 @@ async fn server_opened_channels_are_announced_and_work_both_ways() {
 
     // Client -> server: emit and request.
     let (got_tx, mut got) = unbounded_channel();
-    generated.on_sync("client:note", move |p| drop(got_tx.send(p))).expect("on");
-    generated.on("client:sum", |p: Value| async move { json!(p["a"].as_i64().unwrap_or(0) + p["b"].as_i64().unwrap_or(0)) }).expect("on");
+    generated
+        .on_sync("client:note", move |p| drop(got_tx.send(p)))
+        .expect("on");
+    generated
+        .on("client:sum", |p: Value| async move {
+            json!(p["a"].as_i64().unwrap_or(0) + p["b"].as_i64().unwrap_or(0))
+        })
+        .expect("on");
     second.emit("client:note", json!("n1")).expect("emit");
     assert_eq!(next(&mut got).await, json!("n1"));
-    assert_eq!(second.request("client:sum", json!({ "a": 2, "b": 3 }), T).await, Ok(json!(5)));
+    assert_eq!(
+        second.request("client:sum", json!({ "a": 2, "b": 3 }), T).await,
+        Ok(json!(5))
+    );
 
     // Server -> client: emit and request.
     let (note_tx, mut notes) = unbounded_channel();
-    first.on_sync("server:note", move |p| drop(note_tx.send(p))).expect("on");
-    first.on("server:double", |p: Value| async move { json!(p.as_i64().unwrap_or(0) * 2) }).expect("on");
+    first
+        .on_sync("server:note", move |p| drop(note_tx.send(p)))
+        .expect("on");
+    first
+        .on(
+            "server:double",
+            |p: Value| async move { json!(p.as_i64().unwrap_or(0) * 2) },
+        )
+        .expect("on");
     named.emit("server:note", json!([1, 2])).expect("emit");
     assert_eq!(next(&mut notes).await, json!([1, 2]));
     assert_eq!(named.request("server:double", 21, T).await, Ok(json!(42)));
@@ -147,8 +198,17 @@ async fn several_handlers_first_value_wins_and_removers_work() {
     // Server side: a passing sync handler, an async one, a sync one.
     let passes = Arc::new(AtomicUsize::new(0));
     let counter = passes.clone();
-    let pass = duplex.on_sync("get", move |_| { counter.fetch_add(1, Ordering::SeqCst); }).expect("on");
-    let first = duplex.on("get", |_| async { tokio::time::sleep(Duration::from_millis(10)).await; json!("async") }).expect("on");
+    let pass = duplex
+        .on_sync("get", move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .expect("on");
+    let first = duplex
+        .on("get", |_| async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            json!("async")
+        })
+        .expect("on");
     let _second = duplex.on_sync("get", |_| json!("sync")).expect("on");
     assert_eq!(channel.request("get", json!(null), T).await, Ok(json!("async")));
     first.remove();
@@ -159,7 +219,9 @@ async fn several_handlers_first_value_wins_and_removers_work() {
     let started = Instant::now();
     assert_eq!(
         channel.request("get", json!(null), T).await,
-        Err(ClientError::Remote("No handler for event 'get' on channel 'probe'".into()))
+        Err(ClientError::Remote(
+            "No handler for event 'get' on channel 'probe'".into()
+        ))
     );
     assert!(started.elapsed() < Duration::from_secs(1));
 
@@ -167,7 +229,11 @@ async fn several_handlers_first_value_wins_and_removers_work() {
     let runs = Arc::new(AtomicUsize::new(0));
     for _ in 0..3 {
         let runs = runs.clone();
-        let _ = duplex.on_sync("tick", move |_| { runs.fetch_add(1, Ordering::SeqCst); }).expect("on");
+        let _ = duplex
+            .on_sync("tick", move |_| {
+                runs.fetch_add(1, Ordering::SeqCst);
+            })
+            .expect("on");
     }
     channel.emit("tick", json!(1)).expect("emit");
     assert!(eventually(T, || runs.load(Ordering::SeqCst) == 3).await);
@@ -181,7 +247,10 @@ async fn several_handlers_first_value_wins_and_removers_work() {
     assert_eq!(duplex.request("get", json!(null), T).await, Ok(json!("b")));
     pass.remove();
     _b.remove();
-    assert_eq!(duplex.request("get", json!(null), T).await, Err(DuplexError::Remote("No handler for event 'get'".into())));
+    assert_eq!(
+        duplex.request("get", json!(null), T).await,
+        Err(DuplexError::Remote("No handler for event 'get'".into()))
+    );
     // A handler that only passes answers null.
     let _p = channel.on_sync("quiet", |_| ()).expect("on");
     assert_eq!(duplex.request("quiet", json!(null), T).await, Ok(Value::Null));
@@ -197,14 +266,30 @@ async fn handler_errors_become_error_replies_both_ways() {
     let (duplex, _) = next(&mut probe).await;
 
     duplex.on_sync("fail", |_| Err::<Value, _>("boom")).expect("on");
-    duplex.on("fail_async", |_| async { Err::<Value, _>("async boom") }).expect("on");
-    assert_eq!(channel.request("fail", json!(null), T).await, Err(ClientError::Remote("boom".into())));
-    assert_eq!(channel.request("fail_async", json!(null), T).await, Err(ClientError::Remote("async boom".into())));
+    duplex
+        .on("fail_async", |_| async { Err::<Value, _>("async boom") })
+        .expect("on");
+    assert_eq!(
+        channel.request("fail", json!(null), T).await,
+        Err(ClientError::Remote("boom".into()))
+    );
+    assert_eq!(
+        channel.request("fail_async", json!(null), T).await,
+        Err(ClientError::Remote("async boom".into()))
+    );
 
     channel.on_sync("fail", |_| Err::<Value, _>("nope")).expect("on");
-    channel.on("fail_async", |_| async { Err::<Value, _>("async nope") }).expect("on");
-    assert_eq!(duplex.request("fail", json!(null), T).await, Err(DuplexError::Remote("nope".into())));
-    assert_eq!(duplex.request("fail_async", json!(null), T).await, Err(DuplexError::Remote("async nope".into())));
+    channel
+        .on("fail_async", |_| async { Err::<Value, _>("async nope") })
+        .expect("on");
+    assert_eq!(
+        duplex.request("fail", json!(null), T).await,
+        Err(DuplexError::Remote("nope".into()))
+    );
+    assert_eq!(
+        duplex.request("fail_async", json!(null), T).await,
+        Err(DuplexError::Remote("async nope".into()))
+    );
     // The channel is still fine afterwards.
     duplex.on_sync("ok", |_| json!(true)).expect("on");
     assert_eq!(channel.request("ok", json!(null), T).await, Ok(json!(true)));
@@ -232,8 +317,14 @@ async fn authorization_denies_requests_with_denied_and_drops_events() {
     duplex.on_sync("plain", move |p| sink.lock().push(p)).expect("on");
     duplex.on_sync("admin:get", |_| json!("secret")).expect("on");
 
-    assert_eq!(channel.request("admin:get", json!({}), T).await, Err(ClientError::Remote("Denied".into())));
-    assert_eq!(channel.request("admin:get", json!({ "token": "let-me-in" }), T).await, Ok(json!("secret")));
+    assert_eq!(
+        channel.request("admin:get", json!({}), T).await,
+        Err(ClientError::Remote("Denied".into()))
+    );
+    assert_eq!(
+        channel.request("admin:get", json!({ "token": "let-me-in" }), T).await,
+        Ok(json!("secret"))
+    );
     channel.emit("admin:event", json!({ "n": 1 })).expect("emit");
     channel.emit("plain", json!({ "n": 2 })).expect("emit");
     // Events are handled in order: once "plain" arrived, the denied one was dropped for good.
@@ -257,9 +348,15 @@ async fn unknown_channel_and_unknown_event_are_answered_at_once() {
 
     let started = Instant::now();
     raw.send(json!({ "type": "request", "channel": "ghost", "event": "x", "payload": 1, "id": 7 }));
-    assert_eq!(raw.recv().await, json!({ "type": "reply", "channel": "ghost", "id": 7, "error": "Channel 'ghost' is not open." }));
+    assert_eq!(
+        raw.recv().await,
+        json!({ "type": "reply", "channel": "ghost", "id": 7, "error": "Channel 'ghost' is not open." })
+    );
     raw.send(json!({ "type": "emit", "channel": "ghost", "event": "x" }));
-    assert_eq!(raw.recv().await, json!({ "type": "error", "channel": "ghost", "message": "Channel 'ghost' is not open." }));
+    assert_eq!(
+        raw.recv().await,
+        json!({ "type": "error", "channel": "ghost", "message": "Channel 'ghost' is not open." })
+    );
     raw.send(json!({ "type": "open", "channel": "echo", "id": 1 }));
     raw.recv().await;
     raw.send(json!({ "type": "request", "channel": "echo", "event": "nope", "id": 8 }));
@@ -269,15 +366,25 @@ async fn unknown_channel_and_unknown_event_are_answered_at_once() {
     );
     // Client and server request ids are separate: a client request id 1 next to the server's 1.
     raw.send(json!({ "type": "request", "channel": "echo", "event": "ask", "payload": "p", "id": 1 }));
-    assert_eq!(raw.recv().await, json!({ "type": "reply", "channel": "echo", "id": 1, "payload": { "echo": "p" } }));
-    assert!(started.elapsed() < Duration::from_secs(1), "answered at once: {:?}", started.elapsed());
+    assert_eq!(
+        raw.recv().await,
+        json!({ "type": "reply", "channel": "echo", "id": 1, "payload": { "echo": "p" } })
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "answered at once: {:?}",
+        started.elapsed()
+    );
 
     // The client answers unknown channels and events at once too.
     let client = client(&server).await;
     let channel = client.open("probe", json!({})).await.expect("open");
     let (duplex, _) = next(&mut probe).await;
     let started = Instant::now();
-    assert_eq!(duplex.request("zzz", json!(null), T).await, Err(DuplexError::Remote("No handler for event 'zzz'".into())));
+    assert_eq!(
+        duplex.request("zzz", json!(null), T).await,
+        Err(DuplexError::Remote("No handler for event 'zzz'".into()))
+    );
     assert!(started.elapsed() < Duration::from_secs(1));
     drop(channel);
 }

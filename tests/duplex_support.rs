@@ -50,12 +50,20 @@ pub struct ServerThread {
 impl ServerThread {
     /// Starts a server for `make_router()` on `addr` (`127.0.0.1:0` for any port); `ready` runs
     /// inside its runtime with the node once it listens (e.g. to start a broadcaster).
-    pub fn start(addr: &str, make_router: impl FnOnce() -> Router + Send + 'static, ready: impl FnOnce(Node) + Send + 'static) -> Self {
+    pub fn start(
+        addr: &str,
+        make_router: impl FnOnce() -> Router + Send + 'static,
+        ready: impl FnOnce(Node) + Send + 'static,
+    ) -> Self {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let addr = addr.to_owned();
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
             runtime.block_on(async move {
                 // The port may still be held for a moment by the previous server.
                 let listener = loop {
@@ -65,7 +73,9 @@ impl ServerThread {
                     }
                 };
                 let node = Node::new(make_router());
-                addr_tx.send(listener.local_addr().expect("local addr")).expect("report addr");
+                addr_tx
+                    .send(listener.local_addr().expect("local addr"))
+                    .expect("report addr");
                 ready(node.clone());
                 tokio::spawn(switchboard::http::serve(listener, node.app(), Shutdown::new()));
                 let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
@@ -74,7 +84,11 @@ impl ServerThread {
             drop(runtime);
         });
         let addr = addr_rx.recv_timeout(Duration::from_secs(10)).expect("server started");
-        Self { addr, stop: Some(stop_tx), thread: Some(thread) }
+        Self {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -113,7 +127,9 @@ pub fn fast_config() -> ClientConfig {
 }
 
 pub async fn client(server: &Server) -> Client {
-    Client::connect(&server.url(), fast_config()).await.expect("client connects")
+    Client::connect(&server.url(), fast_config())
+        .await
+        .expect("client connects")
 }
 
 /// A raw WebSocket client that records every text frame as JSON.
@@ -134,7 +150,9 @@ impl Handler for Forward {
 impl Raw {
     pub async fn connect(url: &str) -> Raw {
         let (tx, rx) = unbounded_channel();
-        let ws = ws::connect(url, Forward(tx), ws::Config::default()).await.expect("raw connect");
+        let ws = ws::connect(url, Forward(tx), ws::Config::default())
+            .await
+            .expect("raw connect");
         Raw { ws, rx }
     }
 
@@ -144,7 +162,10 @@ impl Raw {
 
     /// The next frame, within `WAIT`.
     pub async fn recv(&mut self) -> Value {
-        tokio::time::timeout(WAIT, self.rx.recv()).await.expect("a frame in time").expect("connection open")
+        tokio::time::timeout(WAIT, self.rx.recv())
+            .await
+            .expect("a frame in time")
+            .expect("connection open")
     }
 
     /// The next frame within `within`, or None.
@@ -180,13 +201,19 @@ pub async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> boo
 /// Reads one gauge or counter from the server's `GET /metrics`.
 pub async fn metric(addr: SocketAddr, name: &str) -> u64 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect for /metrics");
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect for /metrics");
     let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     tcp.write_all(request.as_bytes()).await.expect("send request");
     let mut body = String::new();
     tcp.read_to_string(&mut body).await.expect("read response");
     body.lines()
-        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        .find_map(|line| {
+            line.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
         .unwrap_or_else(|| panic!("metric {name} in {body}"))
 }
 
@@ -202,5 +229,8 @@ pub fn probe_route(router: &mut Router, name: &str) -> UnboundedReceiver<(switch
 
 /// The next item of a test channel, within `WAIT`.
 pub async fn next<T>(rx: &mut UnboundedReceiver<T>) -> T {
-    tokio::time::timeout(WAIT, rx.recv()).await.expect("in time").expect("sender alive")
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("in time")
+        .expect("sender alive")
 }

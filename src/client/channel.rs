@@ -63,7 +63,10 @@ impl Remover {
 
 impl std::fmt::Debug for Remover {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Remover").field("event", &self.event).field("id", &self.id).finish()
+        f.debug_struct("Remover")
+            .field("event", &self.event)
+            .field("id", &self.id)
+            .finish()
     }
 }
 
@@ -156,11 +159,18 @@ impl ClientChannel {
     /// Waits until the channel is open (e.g. re-opened after a reconnect), at most `timeout`.
     pub async fn ready(&self, timeout: Duration) -> Result<(), ClientError> {
         let mut rx = self.inner.state.subscribe();
-        let waited = tokio::time::timeout(timeout, rx.wait_for(|s| matches!(s, ChannelState::Open | ChannelState::Closed))).await;
+        let waited = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|s| matches!(s, ChannelState::Open | ChannelState::Closed)),
+        )
+        .await;
         match waited {
             Ok(Ok(state)) if *state == ChannelState::Open => Ok(()),
             Ok(_) => Err(self.closed_error()),
-            Err(_) => Err(ClientError::Timeout { what: format!("opening channel '{}'", self.inner.name), timeout }),
+            Err(_) => Err(ClientError::Timeout {
+                what: format!("opening channel '{}'", self.inner.name),
+                timeout,
+            }),
         }
     }
 
@@ -197,8 +207,17 @@ impl ClientChannel {
             return Err(self.closed_error());
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        self.inner.handlers.lock().entry(event.to_owned()).or_default().push((id, handler));
-        Ok(Remover { channel: Arc::downgrade(&self.inner), event: event.to_owned(), id })
+        self.inner
+            .handlers
+            .lock()
+            .entry(event.to_owned())
+            .or_default()
+            .push((id, handler));
+        Ok(Remover {
+            channel: Arc::downgrade(&self.inner),
+            event: event.to_owned(),
+            id,
+        })
     }
 
     /// Registers an async handler for `event` (it runs in a task of its own). Several handlers
@@ -219,7 +238,10 @@ impl ClientChannel {
         F: Fn(Value) -> R + Send + Sync + 'static,
         R: HandlerOutput,
     {
-        self.add_handler(event, EventHandler::Sync(Arc::new(move |payload| handler(payload).into_reply())))
+        self.add_handler(
+            event,
+            EventHandler::Sync(Arc::new(move |payload| handler(payload).into_reply())),
+        )
     }
 
     /// Sends a fire-and-forget event to the server.
@@ -245,7 +267,8 @@ impl ClientChannel {
             self.inner.pending.lock().remove(&id);
             return Err(self.check_open().err().unwrap_or_else(|| self.closed_error()));
         }
-        let message = json!({ "type": "request", "channel": self.inner.name, "event": event, "payload": payload, "id": id });
+        let message =
+            json!({ "type": "request", "channel": self.inner.name, "event": event, "payload": payload, "id": id });
         if let Err(err) = client.send(&message) {
             self.inner.pending.lock().remove(&id);
             return Err(err);
@@ -256,7 +279,10 @@ impl ClientChannel {
             Ok(Err(_)) => Err(self.closed_error()),
             Err(_) => {
                 self.inner.pending.lock().remove(&id);
-                Err(ClientError::Timeout { what: format!("request '{event}' on channel '{}'", self.inner.name), timeout })
+                Err(ClientError::Timeout {
+                    what: format!("request '{event}' on channel '{}'", self.inner.name),
+                    timeout,
+                })
             }
         }
     }
@@ -311,7 +337,9 @@ impl ClientChannel {
 
     /// A reply from the server to one of our requests.
     pub(crate) fn resolve(&self, id: Option<&Value>, reply: Result<Value, String>) {
-        let waiter = id.and_then(Value::as_u64).and_then(|id| self.inner.pending.lock().remove(&id));
+        let waiter = id
+            .and_then(Value::as_u64)
+            .and_then(|id| self.inner.pending.lock().remove(&id));
         match waiter {
             Some(waiter) => {
                 let _ = waiter.send(reply.map_err(ClientError::Remote));
@@ -322,7 +350,10 @@ impl ClientChannel {
 
     fn handlers_for(&self, event: &str) -> Vec<EventHandler> {
         let handlers = self.inner.handlers.lock();
-        handlers.get(event).map(|list| list.iter().map(|(_, h)| h.clone()).collect()).unwrap_or_default()
+        handlers
+            .get(event)
+            .map(|list| list.iter().map(|(_, h)| h.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// An event from the server: run its handlers (no reply).
@@ -346,7 +377,12 @@ impl ClientChannel {
     pub(crate) fn dispatch_request(&self, ws: &WebSocket, event: &str, payload: Value, id: Value) {
         let handlers = self.handlers_for(event);
         if handlers.is_empty() {
-            send_reply(ws, &self.inner.name, &id, Err(format!("No handler for event '{event}'")));
+            send_reply(
+                ws,
+                &self.inner.name,
+                &id,
+                Err(format!("No handler for event '{event}'")),
+            );
             return;
         }
         let ws = ws.clone();

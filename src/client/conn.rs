@@ -206,7 +206,10 @@ mod tests {
         for attempt in 0..12 {
             let ceiling = (100u64 << attempt.min(20)).min(1000);
             let delay = backoff(min, max, attempt).as_millis() as u64;
-            assert!(delay >= ceiling / 2 && delay <= ceiling, "attempt {attempt}: {delay} ms");
+            assert!(
+                delay >= ceiling / 2 && delay <= ceiling,
+                "attempt {attempt}: {delay} ms"
+            );
         }
     }
 }

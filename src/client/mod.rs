@@ -130,8 +130,16 @@ impl ClientBuilder {
         let ws = crate::ws::connect(&shared.url, handler, shared.config.ws.clone())
             .await
             .map_err(|e| ClientError::Connect(e.to_string()))?;
+        // The connection task marks the client open (in `on_open`) right after the handshake:
+        // return once it has, so `state()` is `Open` for the caller.
+        let mut state = shared.state.subscribe();
+        let open = state.wait_for(|s| *s != ConnectionState::Connecting);
+        let _ = tokio::time::timeout(shared.config.ws.handshake_timeout, open).await;
+        drop(state);
         tokio::spawn(conn::supervise(shared.clone(), ws));
-        Ok(Client { handle: Arc::new(Handle { shared }) })
+        Ok(Client {
+            handle: Arc::new(Handle { shared }),
+        })
     }
 }
 
@@ -143,7 +151,11 @@ impl Client {
 
     /// A builder, to register [`on_channel`](ClientBuilder::on_channel) before connecting.
     pub fn builder(url: &str) -> ClientBuilder {
-        ClientBuilder { url: url.to_owned(), config: ClientConfig::default(), on_channel: Vec::new() }
+        ClientBuilder {
+            url: url.to_owned(),
+            config: ClientConfig::default(),
+            on_channel: Vec::new(),
+        }
     }
 
     fn shared(&self) -> &Arc<Shared> {
@@ -174,7 +186,16 @@ impl Client {
         let id = shared.next_id();
         let (tx, rx) = mpsc::unbounded_channel();
         // Registered first, so a publication right after `subscribed` is not missed.
-        shared.subs.lock().entry(channel.to_owned()).or_default().push(LocalSub { id, params: params.clone(), tx });
+        shared
+            .subs
+            .lock()
+            .entry(channel.to_owned())
+            .or_default()
+            .push(LocalSub {
+                id,
+                params: params.clone(),
+                tx,
+            });
         let subscription = Subscription::new(channel.to_owned(), id, rx, Arc::downgrade(shared));
         let message = json!({ "type": "subscribe", "channel": channel, "data": params });
         let what = format!("subscribe to '{channel}'");
@@ -215,7 +236,12 @@ impl Client {
         let deadline = Instant::now() + shared.config.request_timeout;
         let what = format!("open of channel '{name}'");
         shared.wait_open(deadline, &what).await?;
-        let channel = ClientChannel::new(name.to_owned(), Some(params.clone()), Arc::downgrade(shared), ChannelState::Opening);
+        let channel = ClientChannel::new(
+            name.to_owned(),
+            Some(params.clone()),
+            Arc::downgrade(shared),
+            ChannelState::Opening,
+        );
         {
             let mut channels = shared.channels.lock();
             if channels.get(name).is_some_and(|c| !c.is_closed()) {
@@ -226,7 +252,11 @@ impl Client {
         setup(&channel);
         let mut message = json!({ "type": "open", "channel": name, "data": params });
         let result = match shared.start_call(&mut message) {
-            Ok((id, rx)) => shared.finish_call(id, rx, deadline, shared.config.request_timeout, what).await,
+            Ok((id, rx)) => {
+                shared
+                    .finish_call(id, rx, deadline, shared.config.request_timeout, what)
+                    .await
+            }
             Err(err) => Err(err),
         };
         match result {
@@ -281,6 +311,9 @@ impl Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("url", &self.shared().url).field("state", &self.state()).finish()
+        f.debug_struct("Client")
+            .field("url", &self.shared().url)
+            .field("state", &self.state())
+            .finish()
     }
 }

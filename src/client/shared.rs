@@ -84,7 +84,10 @@ impl Shared {
             Ok(Err(_)) => ConnectionState::Closed,
             Err(_) => {
                 let timeout = deadline.saturating_duration_since(Instant::now());
-                return Err(ClientError::Timeout { what: format!("{what} (waiting for the connection)"), timeout });
+                return Err(ClientError::Timeout {
+                    what: format!("{what} (waiting for the connection)"),
+                    timeout,
+                });
             }
         };
         match state {
@@ -103,7 +106,10 @@ impl Shared {
     }
 
     /// Registers a waiter and sends; the answer arrives on the returned receiver.
-    pub fn start_call(&self, message: &mut Value) -> Result<(u64, oneshot::Receiver<Result<Value, String>>), ClientError> {
+    pub fn start_call(
+        &self,
+        message: &mut Value,
+    ) -> Result<(u64, oneshot::Receiver<Result<Value, String>>), ClientError> {
         let id = self.next_id();
         let (tx, rx) = oneshot::channel();
         self.waiters.lock().insert(id, tx);
@@ -137,7 +143,10 @@ impl Shared {
 
     /// Answers the waiter of `id`; false if nobody waits for it.
     pub fn resolve(&self, id: Option<&Value>, answer: Result<Value, String>) -> bool {
-        let Some(waiter) = id.and_then(Value::as_u64).and_then(|id| self.waiters.lock().remove(&id)) else {
+        let Some(waiter) = id
+            .and_then(Value::as_u64)
+            .and_then(|id| self.waiters.lock().remove(&id))
+        else {
             return false;
         };
         let _ = waiter.send(answer);
@@ -211,7 +220,11 @@ impl Shared {
         if !reconnecting {
             self.subs.lock().clear();
         }
-        self.state.send_replace(if reconnecting { ConnectionState::Connecting } else { ConnectionState::Closed });
+        self.state.send_replace(if reconnecting {
+            ConnectionState::Connecting
+        } else {
+            ConnectionState::Closed
+        });
     }
 
     /// The client is done for good: everything still open is closed.
@@ -242,7 +255,9 @@ impl Shared {
         let timeout = self.config.request_timeout;
         for (channel, params) in wanted {
             let mut message = json!({ "type": "subscribe", "channel": channel, "data": params });
-            let Ok((id, rx)) = self.start_call(&mut message) else { return };
+            let Ok((id, rx)) = self.start_call(&mut message) else {
+                return;
+            };
             let shared = Arc::downgrade(self);
             tokio::spawn(async move {
                 let deadline = Instant::now() + timeout;
@@ -263,7 +278,9 @@ impl Shared {
             .collect();
         for channel in reopen {
             let mut message = json!({ "type": "open", "channel": channel.name(), "data": channel.params() });
-            let Ok((id, rx)) = self.start_call(&mut message) else { return };
+            let Ok((id, rx)) = self.start_call(&mut message) else {
+                return;
+            };
             let shared = Arc::downgrade(self);
             tokio::spawn(async move {
                 let deadline = Instant::now() + timeout;

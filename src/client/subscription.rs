@@ -28,7 +28,13 @@ pub struct Subscription {
 
 impl Subscription {
     pub(crate) fn new(channel: String, id: u64, rx: mpsc::UnboundedReceiver<Value>, client: Weak<Shared>) -> Self {
-        Self { channel, id, rx, client, active: true }
+        Self {
+            channel,
+            id,
+            rx,
+            client,
+            active: true,
+        }
     }
 
     /// The channel's name.
@@ -50,11 +56,16 @@ impl Subscription {
     /// subscription; otherwise only the local subscription ends).
     pub async fn unsubscribe(mut self) -> Result<(), ClientError> {
         self.active = false;
-        let Some(client) = self.client.upgrade() else { return Ok(()) };
+        let Some(client) = self.client.upgrade() else {
+            return Ok(());
+        };
         match client.remove_sub(&self.channel, self.id) {
             Some(message) => {
                 let what = format!("unsubscribe from '{}'", self.channel);
-                client.call(message, client.config.request_timeout, what).await.map(drop)
+                client
+                    .call(message, client.config.request_timeout, what)
+                    .await
+                    .map(drop)
             }
             None => Ok(()),
         }
@@ -85,6 +96,9 @@ impl Drop for Subscription {
 
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription").field("channel", &self.channel).field("id", &self.id).finish()
+        f.debug_struct("Subscription")
+            .field("channel", &self.channel)
+            .field("id", &self.id)
+            .finish()
     }
 }
