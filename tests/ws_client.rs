@@ -65,7 +65,10 @@ struct Events(UnboundedReceiver<Ev>);
 
 impl Events {
     async fn next(&mut self) -> Ev {
-        timeout(WAIT, self.0.recv()).await.expect("timed out waiting for an event").expect("channel closed")
+        timeout(WAIT, self.0.recv())
+            .await
+            .expect("timed out waiting for an event")
+            .expect("channel closed")
     }
     async fn close(&mut self) -> CloseFrame {
         loop {
@@ -185,7 +188,10 @@ impl RawServer {
         };
         let key = request
             .lines()
-            .find_map(|l| l.strip_prefix("sec-websocket-key:").or_else(|| l.strip_prefix("Sec-WebSocket-Key:")))
+            .find_map(|l| {
+                l.strip_prefix("sec-websocket-key:")
+                    .or_else(|| l.strip_prefix("Sec-WebSocket-Key:"))
+            })
             .expect("no key")
             .trim()
             .to_owned();
@@ -217,7 +223,9 @@ impl RawServer {
                 let (b0, b1) = (self.buf[0], self.buf[1]);
                 let (len, mut off) = match b1 & 0x7f {
                     126 if self.buf.len() >= 4 => (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4),
-                    127 if self.buf.len() >= 10 => (u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize, 10),
+                    127 if self.buf.len() >= 10 => {
+                        (u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize, 10)
+                    }
                     126 | 127 => (usize::MAX, 0),
                     n => (n as usize, 2),
                 };
@@ -308,7 +316,9 @@ async fn echo_text_and_binary_and_handshake() {
 async fn server_close_reaches_the_clients_on_close() {
     let (addr, mut server, _shutdown) = start_server().await;
     let (rec, mut events) = recorder(false);
-    let client = ws::connect(&format!("ws://{addr}/ws"), rec, quick_config()).await.unwrap();
+    let client = ws::connect(&format!("ws://{addr}/ws"), rec, quick_config())
+        .await
+        .unwrap();
     client.send_text("close:4000:see you").unwrap();
     assert_eq!(
         events.close().await,
@@ -331,7 +341,9 @@ async fn server_close_reaches_the_clients_on_close() {
 async fn client_close_reaches_the_servers_on_close() {
     let (addr, mut server, _shutdown) = start_server().await;
     let (rec, mut events) = recorder(false);
-    let client = ws::connect(&format!("ws://{addr}/ws"), rec, quick_config()).await.unwrap();
+    let client = ws::connect(&format!("ws://{addr}/ws"), rec, quick_config())
+        .await
+        .unwrap();
     assert_eq!(server.next().await, Ev::Open);
     let start = Instant::now();
     client.close(4001, "client done").unwrap();
@@ -356,7 +368,10 @@ async fn client_close_reaches_the_servers_on_close() {
 async fn connect_errors() {
     for bad in ["http://127.0.0.1:1/", "not a url", "wss://127.0.0.1:1/", "ws:///path"] {
         let r = ws::connect(bad, recorder(false).0, quick_config()).await;
-        assert!(matches!(r, Err(ConnectError::InvalidUrl(ref u)) if u == bad), "{bad}: {r:?}");
+        assert!(
+            matches!(r, Err(ConnectError::InvalidUrl(ref u)) if u == bad),
+            "{bad}: {r:?}"
+        );
     }
 
     // Nobody listening.
@@ -396,7 +411,11 @@ async fn client_masks_frames_and_sends_the_handshake() {
         async { ws::connect(&url, rec, quick_config()).await.unwrap() },
         RawServer::accept(&listener)
     );
-    assert!(server.request.starts_with("GET /raw?q=1 HTTP/1.1\r\n"), "{}", server.request);
+    assert!(
+        server.request.starts_with("GET /raw?q=1 HTTP/1.1\r\n"),
+        "{}",
+        server.request
+    );
     assert_eq!(client.handshake().headers.get("x-raw").unwrap(), "yes");
     assert_eq!(events.next().await, Ev::Open);
 
@@ -443,7 +462,12 @@ async fn malformed_server_frames_close_with_the_right_code() {
     let cases: [(&str, Vec<u8>, u16, &str); 6] = [
         ("rsv", encode(0xC1, b"x", None), 1002, "invalid extension"),
         ("reserved opcode", encode(0x83, b"x", None), 1002, "invalid opcode"),
-        ("masked", encode(0x81, b"x", Some([1, 2, 3, 4])), 1002, "unexpected masked frame"),
+        (
+            "masked",
+            encode(0x81, b"x", Some([1, 2, 3, 4])),
+            1002,
+            "unexpected masked frame",
+        ),
         ("invalid utf-8", encode(0x81, &[0xff, 0xfe], None), 1007, "invalid utf8"),
         ("too big", encode(0x82, &[0u8; 1025], None), 1009, "max length: 1024"),
         (
@@ -491,7 +515,10 @@ async fn client_drops_a_dead_server_after_idle_timeout() {
     assert_eq!((f.opcode, f.payload.len()), (9, 0));
     server.expect_eof().await;
     let elapsed = start.elapsed();
-    assert!(elapsed >= Duration::from_millis(350) && elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(350) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
     assert_eq!(
         events.close().await,
         CloseFrame {

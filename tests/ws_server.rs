@@ -157,7 +157,11 @@ impl Server {
             },
             config,
         );
-        let app = routes(axum::Router::new().route("/ws", endpoint.clone()).route("/ws/{*rest}", endpoint));
+        let app = routes(
+            axum::Router::new()
+                .route("/ws", endpoint.clone())
+                .route("/ws/{*rest}", endpoint),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
@@ -238,8 +242,15 @@ async fn read_head(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> String {
             return head;
         }
         let mut chunk = [0u8; 4096];
-        let n = timeout(WAIT, tcp.read(&mut chunk)).await.expect("head timeout").unwrap();
-        assert!(n > 0, "EOF before the response head: {:?}", String::from_utf8_lossy(buf));
+        let n = timeout(WAIT, tcp.read(&mut chunk))
+            .await
+            .expect("head timeout")
+            .unwrap();
+        assert!(
+            n > 0,
+            "EOF before the response head: {:?}",
+            String::from_utf8_lossy(buf)
+        );
         buf.extend_from_slice(&chunk[..n]);
     }
 }
@@ -346,7 +357,8 @@ impl Raw {
 
     /// Sends one masked frame; `b0` is FIN/RSV/opcode.
     async fn send(&mut self, b0: u8, payload: &[u8]) {
-        self.send_raw(&encode(b0, payload, Some([0x37, 0xfa, 0x21, 0x3d]))).await;
+        self.send_raw(&encode(b0, payload, Some([0x37, 0xfa, 0x21, 0x3d])))
+            .await;
     }
 
     async fn fill(&mut self) -> bool {
@@ -368,7 +380,9 @@ impl Raw {
                 let b1 = self.buf[1];
                 let (len, mut off) = match b1 & 0x7f {
                     126 if self.buf.len() >= 4 => (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4),
-                    127 if self.buf.len() >= 10 => (u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize, 10),
+                    127 if self.buf.len() >= 10 => {
+                        (u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize, 10)
+                    }
                     126 | 127 => (usize::MAX, 0),
                     n => (n as usize, 2),
                 };
@@ -447,7 +461,11 @@ async fn non_upgrade_get_gets_400_with_the_reason() {
     )
     .await;
     assert_eq!(resp.status, 400);
-    assert!(resp.body.ends_with("missing 'Connection: Upgrade' header\n"), "{}", resp.body);
+    assert!(
+        resp.body.ends_with("missing 'Connection: Upgrade' header\n"),
+        "{}",
+        resp.body
+    );
 }
 
 #[tokio::test]
@@ -502,7 +520,10 @@ async fn bad_version_or_key_gets_400() {
 async fn valid_handshake_gets_101_with_the_rfc_accept_key() {
     let server = Server::start(quick_config()).await;
     let (_raw, resp) = Raw::connect(server.addr, "/ws", "").await;
-    assert_eq!(resp.header("sec-websocket-accept").as_deref(), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    assert_eq!(
+        resp.header("sec-websocket-accept").as_deref(),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
     assert!(resp.header("upgrade").unwrap().eq_ignore_ascii_case("websocket"));
     assert!(resp.header("connection").unwrap().eq_ignore_ascii_case("upgrade"));
 }
@@ -513,7 +534,11 @@ async fn endpoint_beside_an_ordinary_route() {
         r.route("/health", axum::routing::get(|| async { "ok" }))
     })
     .await;
-    let resp = http(server.addr, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let resp = http(
+        server.addr,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!((resp.status, resp.body.as_str()), (200, "ok"));
 
     let (mut raw, _) = Raw::connect(server.addr, "/ws", "").await;
@@ -522,9 +547,17 @@ async fn endpoint_beside_an_ordinary_route() {
     assert_eq!(raw.expect_frame().await.payload, b"beside");
 
     // The ordinary route still answers while the WebSocket is open.
-    let resp = http(server.addr, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let resp = http(
+        server.addr,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!((resp.status, resp.body.as_str()), (200, "ok"));
-    let resp = http(server.addr, "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let resp = http(
+        server.addr,
+        "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(resp.status, 404);
 }
 
@@ -539,6 +572,24 @@ async fn handshake_exposes_path_query_headers_and_peer() {
     assert_eq!(hs.headers.get("x-test").unwrap(), "hello");
     assert_eq!(hs.headers.get("sec-websocket-version").unwrap(), "13");
     assert_eq!(hs.peer, Some(raw.tcp.local_addr().unwrap()));
+}
+
+/// Frames sent in the same packet as the handshake (before the 101 arrives) are not lost.
+#[tokio::test]
+async fn frames_pipelined_with_the_handshake_are_read() {
+    let mut server = Server::start(quick_config()).await;
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    let mut bytes = upgrade_request("/ws", "").into_bytes();
+    bytes.extend(encode(0x81, b"early", Some([9, 8, 7, 6])));
+    bytes.extend(encode(0x82, &[1, 2, 3], Some([5, 4, 3, 2])));
+    tcp.write_all(&bytes).await.unwrap();
+    let mut buf = Vec::new();
+    let head = read_head(&mut tcp, &mut buf).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut raw = Raw { tcp, buf };
+    assert_eq!(raw.expect_frame().await.payload, b"early");
+    assert_eq!(raw.expect_frame().await.payload, [1, 2, 3]);
+    server.open("/ws").await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -561,7 +612,10 @@ async fn text_and_binary_echo_exact_bytes() {
 
     raw.send(0x82, &[0, 1, 2, 255]).await;
     let f = raw.expect_frame().await;
-    assert_eq!((f.fin, f.opcode, f.payload.as_slice()), (true, 2, &[0u8, 1, 2, 255][..]));
+    assert_eq!(
+        (f.fin, f.opcode, f.payload.as_slice()),
+        (true, 2, &[0u8, 1, 2, 255][..])
+    );
 
     // Empty, 16-bit and 64-bit lengths.
     for len in [0usize, 200, 70_000] {
@@ -615,14 +669,21 @@ async fn reserved_bits_or_opcodes_close_with_1002() {
         raw.expect_eof().await;
         server.open(path).await;
         let close = server.close_event(path).await;
-        assert_eq!((close.code, close.reason.as_str(), close.by_peer), (1002, reason, false));
+        assert_eq!(
+            (close.code, close.reason.as_str(), close.by_peer),
+            (1002, reason, false)
+        );
     }
 
     // A continuation with no message started, an unmasked client frame, a fragmented ping.
     let cases: [(&str, Vec<u8>, &str); 3] = [
         ("/ws/cont", encode(0x80, b"x", Some([1, 2, 3, 4])), "invalid opcode"),
         ("/ws/unmasked", encode(0x81, b"x", None), "unexpected unmasked frame"),
-        ("/ws/fragping", encode(0x09, b"x", Some([1, 2, 3, 4])), "fragmented control frame"),
+        (
+            "/ws/fragping",
+            encode(0x09, b"x", Some([1, 2, 3, 4])),
+            "fragmented control frame",
+        ),
     ];
     for (path, bytes, reason) in cases {
         let (mut raw, _) = Raw::connect(server.addr, path, "").await;
@@ -744,7 +805,10 @@ async fn server_close_without_answer_ends_after_close_timeout() {
     let elapsed = start.elapsed();
     assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
     let close = server.close_event("/ws").await;
-    assert_eq!((close.code, close.reason.as_str(), close.by_peer), (1001, "going away", false));
+    assert_eq!(
+        (close.code, close.reason.as_str(), close.by_peer),
+        (1001, "going away", false)
+    );
 }
 
 #[tokio::test]
@@ -845,8 +909,14 @@ async fn dead_peer_is_dropped_after_idle_timeout() {
     let pinged = start.elapsed();
     raw.expect_eof().await;
     let dropped = start.elapsed();
-    assert!(pinged >= Duration::from_millis(80) && pinged < Duration::from_millis(390), "{pinged:?}");
-    assert!(dropped >= Duration::from_millis(380) && dropped < Duration::from_secs(2), "{dropped:?}");
+    assert!(
+        pinged >= Duration::from_millis(80) && pinged < Duration::from_millis(390),
+        "{pinged:?}"
+    );
+    assert!(
+        dropped >= Duration::from_millis(380) && dropped < Duration::from_secs(2),
+        "{dropped:?}"
+    );
     let close = server.close_event("/ws").await;
     assert_eq!(
         close,
@@ -924,7 +994,10 @@ async fn slow_consumer(burst: usize) {
     // A's connection is dropped: what was in flight, then EOF.
     let mut chunk = vec![0u8; 1 << 16];
     loop {
-        match timeout(WAIT, slow.tcp.read(&mut chunk)).await.expect("slow consumer not disconnected") {
+        match timeout(WAIT, slow.tcp.read(&mut chunk))
+            .await
+            .expect("slow consumer not disconnected")
+        {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }

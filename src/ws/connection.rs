@@ -78,7 +78,11 @@ where
                 tracing::debug!(conn = ws.id(), %err, "write failed");
                 // A slow consumer aborted mid-write is reported as the 1008 close it is.
                 if let Some((code, reason)) = forced_close(ws) {
-                    return CloseFrame { code: code.into(), reason, by_peer: false };
+                    return CloseFrame {
+                        code: code.into(),
+                        reason,
+                        by_peer: false,
+                    };
                 }
                 return received_close.unwrap_or(CloseFrame {
                     code: 1006,
