@@ -126,8 +126,8 @@ interface Pending {
   ok: (value: any) => void;
   fail: (error: Error) => void;
   timer?: ReturnType<typeof setTimeout>;
-  /** For channel requests: the channel, so a channel close rejects only its own requests. */
-  chan?: Chan;
+  /** For channel requests: the bridge, so closing it rejects only its own requests. */
+  b?: BridgeImpl;
 }
 
 interface Sub {
@@ -216,7 +216,7 @@ class BridgeImpl implements Bridge {
 
   request<T = any>(event: string, payload: unknown = null, options?: RequestOptions): Promise<T> {
     if (this.done) return Promise.reject(new ClosedError('Channel closed'));
-    return this.client.ask({ type: 'request', channel: this.chan.name, event, payload }, options, this.chan);
+    return this.client.ask({ type: 'request', channel: this.chan.name, event, payload }, options, this);
   }
 
   onClose(handler: (reason: string) => void): () => void {
@@ -331,12 +331,7 @@ class ClientImpl implements Client {
     this.outbox = [];
     this.asks.clear();
     this.live.clear();
-    const pending = [...this.pending.values()];
-    this.pending.clear();
-    for (const p of pending) {
-      clearTimeout(p.timer);
-      p.fail(new ClosedError());
-    }
+    this.failPending(() => 1, 'Connection closed');
     for (const chan of [...this.chans.values()]) {
       chan.queue = [];
       if (chan.remote || this.stopped || !this.o.reconnect) this.endChan(chan, 'connection closed');
@@ -375,12 +370,12 @@ class ClientImpl implements Client {
   }
 
   /** Send `msg` with a fresh id and wait for its answer. */
-  ask<T>(msg: Msg, options: RequestOptions | undefined, chan?: Chan): Promise<T> {
+  ask<T>(msg: Msg, options: RequestOptions | undefined, b?: BridgeImpl): Promise<T> {
     if (this.stopped) return Promise.reject(new ClosedError());
     return new Promise<T>((ok, fail) => {
       const id = this.nextId();
       const key = String(id);
-      const p: Pending = { ok, fail, chan };
+      const p: Pending = { ok, fail, b };
       const ms = options?.timeout ?? this.o.timeout;
       if (ms > 0 && ms < Infinity) {
         p.timer = setTimeout(() => {
@@ -390,7 +385,7 @@ class ClientImpl implements Client {
       }
       this.pending.set(key, p);
       msg.id = id;
-      if (chan) this.chanSend(chan, msg);
+      if (b) this.chanSend(b.chan, msg);
       else this.send(msg);
     });
   }
@@ -594,11 +589,25 @@ class ClientImpl implements Client {
   release(bridge: BridgeImpl, reason: string): void {
     const chan = bridge.chan;
     chan.bridges.delete(bridge);
+    this.failPending((p) => p.b === bridge, `Channel '${chan.name}' closed: ${reason}`);
     bridge.end(reason);
-    if (!chan.bridges.size && this.chans.get(chan.name) === chan) {
+    // Close on the server once no bridge is left at the end of this tick: a bridge taken right
+    // after (React StrictMode's unmount + mount) reuses the open channel instead.
+    Promise.resolve().then(() => {
+      if (chan.bridges.size || this.chans.get(chan.name) !== chan) return;
       // open, or its open request is on the wire (the server handles frames in order)
       if (this.state === 'open') this.send({ type: 'close', channel: chan.name, reason });
       this.endChan(chan, reason);
+    });
+  }
+
+  private failPending(which: (p: Pending) => unknown, reason: string): void {
+    for (const [key, p] of this.pending) {
+      if (which(p)) {
+        this.pending.delete(key);
+        clearTimeout(p.timer);
+        p.fail(new ClosedError(reason));
+      }
     }
   }
 
@@ -606,13 +615,7 @@ class ClientImpl implements Client {
     if (this.chans.get(chan.name) === chan) this.chans.delete(chan.name);
     chan.state = 'closed';
     chan.queue = [];
-    for (const [key, p] of this.pending) {
-      if (p.chan === chan) {
-        this.pending.delete(key);
-        clearTimeout(p.timer);
-        p.fail(new ClosedError(`Channel '${chan.name}' closed: ${reason}`));
-      }
-    }
+    this.failPending((p) => p.b?.chan === chan, `Channel '${chan.name}' closed: ${reason}`);
     for (const b of [...chan.bridges]) b.end(reason);
     chan.bridges.clear();
   }

@@ -158,6 +158,38 @@ test('two bridges on one channel share it; the channel closes with the last one'
   assert.deepEqual(await three.request('client:request', 1), { status: 'ok', result: 1 });
 });
 
+test('a bridge taken in the same tick as the last close reuses the channel (React StrictMode)', async () => {
+  const sent = [];
+  class Spy extends WebSocket {
+    send(data) {
+      sent.push(JSON.parse(data));
+      super.send(data);
+    }
+  }
+  const c = cs.open(server.wsUrl, { WebSocket: Spy });
+  const frames = (type) => sent.filter((m) => m.type === type && m.channel === 'chat').length;
+  const first = c.channel('chat');
+  await first.ready;
+  first.close();
+  const second = c.channel('chat'); // same tick: no close, no new open
+  assert.equal(second.state, 'open');
+  await sleep(50);
+  assert.equal(frames('close'), 0);
+  assert.equal(frames('open'), 1);
+  assert.deepEqual(await second.request('client:request', 2), { status: 'ok', result: 2 });
+
+  second.close();
+  await sleep(0); // a tick later the channel is closed on the server
+  assert.equal(frames('close'), 1);
+  const third = c.channel('chat');
+  await third.ready;
+  assert.equal(frames('open'), 2);
+  const got = recorder();
+  third.on('server:message', got);
+  third.emit('client:send', { text: 'reopened' });
+  assert.deepEqual(await got.next(), { user: 'User', text: 'reopened' });
+});
+
 test('a pending request rejects with ClosedError when its bridge closes', async () => {
   const { chat } = await openChat();
   const p = chat.request('client:request', 'x');
