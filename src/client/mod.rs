@@ -204,7 +204,7 @@ impl Client {
             Err(err) => {
                 // Refused: forget it locally without telling the server.
                 shared.remove_sub(channel, id);
-                std::mem::forget(subscription);
+                subscription.discard();
                 Err(err)
             }
         }

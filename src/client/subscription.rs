@@ -37,6 +37,11 @@ impl Subscription {
         }
     }
 
+    /// Drops it without telling anyone (the server refused it; it is already removed locally).
+    pub(crate) fn discard(mut self) {
+        self.active = false;
+    }
+
     /// The channel's name.
     pub fn channel(&self) -> &str {
         &self.channel
