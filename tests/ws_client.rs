@@ -341,9 +341,12 @@ async fn server_close_reaches_the_clients_on_close() {
 async fn client_close_reaches_the_servers_on_close() {
     let (addr, mut server, _shutdown) = start_server().await;
     let (rec, mut events) = recorder(false);
-    let client = ws::connect(&format!("ws://{addr}/ws"), rec, quick_config())
-        .await
-        .unwrap();
+    // A long close timeout, so that an answered close is told from a timed-out one.
+    let config = Config {
+        close_timeout: Duration::from_secs(3),
+        ..quick_config()
+    };
+    let client = ws::connect(&format!("ws://{addr}/ws"), rec, config).await.unwrap();
     assert_eq!(server.next().await, Ev::Open);
     let start = Instant::now();
     client.close(4001, "client done").unwrap();
@@ -359,7 +362,7 @@ async fn client_close_reaches_the_servers_on_close() {
     );
     timeout(WAIT, client.closed()).await.expect("closed() did not resolve");
     // Answered, not the close timeout.
-    assert!(start.elapsed() < Duration::from_millis(400), "{:?}", start.elapsed());
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
     let close = events.close().await;
     assert_eq!((close.code, close.by_peer), (4001, false));
 }
@@ -516,7 +519,7 @@ async fn client_drops_a_dead_server_after_idle_timeout() {
     server.expect_eof().await;
     let elapsed = start.elapsed();
     assert!(
-        elapsed >= Duration::from_millis(350) && elapsed < Duration::from_secs(2),
+        elapsed >= Duration::from_millis(350) && elapsed < Duration::from_secs(3),
         "{elapsed:?}"
     );
     assert_eq!(

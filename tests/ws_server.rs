@@ -855,7 +855,7 @@ async fn tcp_drop_without_close_frame_is_1006() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_resolves_after_on_close_and_sends_fail() {
-    let mut server = Server::start_with(quick_config(), Some(Duration::from_millis(200)), |r| r).await;
+    let mut server = Server::start_with(quick_config(), Some(Duration::from_millis(1500)), |r| r).await;
     let (mut raw, _) = Raw::connect(server.addr, "/ws", "").await;
     let ws = server.open("/ws").await;
     assert!(!ws.is_closed());
@@ -873,7 +873,7 @@ async fn closed_resolves_after_on_close_and_sends_fail() {
     // TCP is closed at once, not after the handler's (slow) on_close.
     assert_eq!(raw.expect_close().await.0, 1000);
     raw.expect_eof().await;
-    assert!(start.elapsed() < Duration::from_millis(150), "{:?}", start.elapsed());
+    assert!(start.elapsed() < Duration::from_millis(1000), "{:?}", start.elapsed());
     timeout(WAIT, ws.closed()).await.expect("closed() did not resolve");
     assert!(
         server.closed_flag.load(Ordering::SeqCst),
@@ -909,12 +909,9 @@ async fn dead_peer_is_dropped_after_idle_timeout() {
     let pinged = start.elapsed();
     raw.expect_eof().await;
     let dropped = start.elapsed();
+    assert!(pinged >= Duration::from_millis(80) && pinged < dropped, "{pinged:?}");
     assert!(
-        pinged >= Duration::from_millis(80) && pinged < Duration::from_millis(390),
-        "{pinged:?}"
-    );
-    assert!(
-        dropped >= Duration::from_millis(380) && dropped < Duration::from_secs(2),
+        dropped >= Duration::from_millis(380) && dropped < Duration::from_secs(3),
         "{dropped:?}"
     );
     let close = server.close_event("/ws").await;
