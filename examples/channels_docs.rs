@@ -27,14 +27,20 @@ fn chat(channel: Duplex) -> Result<(), DuplexError> {
         let text = payload.get("text").cloned().unwrap_or(Value::Null);
         out.emit("server:message", json!({ "user": "User", "text": text }))
     })?;
-    channel.on_sync("client:request", |payload: Value| json!({ "status": "ok", "result": payload }))?;
+    channel.on_sync(
+        "client:request",
+        |payload: Value| json!({ "status": "ok", "result": payload }),
+    )?;
     let out = channel.clone();
     channel.on_sync("client:ping", move |_| out.emit("server:pong", json!({ "ack": true })))?;
     let out = channel.clone();
     channel.on("client:confirm", move |_| {
         let out = out.clone();
         async move {
-            match out.request("server:ask", json!({ "question": "confirm?" }), Duration::from_secs(5)).await {
+            match out
+                .request("server:ask", json!({ "question": "confirm?" }), Duration::from_secs(5))
+                .await
+            {
                 Ok(answer) => out.emit("server:answer", answer),
                 Err(DuplexError::Timeout { .. }) => out.emit("server:timeout", json!({})),
                 Err(err) => Err(err),
@@ -46,7 +52,9 @@ fn chat(channel: Duplex) -> Result<(), DuplexError> {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let args = Args::parse();
     let mut router = Router::new();
     router.route("chat", |channel, _params| async move { chat(channel) });

@@ -33,7 +33,9 @@ impl ActionDef {
                 let fut = func(params);
                 Ok(async move {
                     match fut.await {
-                        Ok(result) => serde_json::to_value(result).map_err(|e| format!("could not serialize result: {e}")),
+                        Ok(result) => {
+                            serde_json::to_value(result).map_err(|e| format!("could not serialize result: {e}"))
+                        }
                         Err(err) => Err(err.to_string()),
                     }
                 }

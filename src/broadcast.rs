@@ -30,16 +30,28 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 async fn handle(node: Node, request: Request) -> Response {
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0.ip());
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ci| ci.0.ip());
     let access = &node.shared.broadcast_access;
     if !peer.is_some_and(|ip| host_allowed(access, ip)) {
         tracing::warn!(?peer, "broadcast refused: client address not allowed");
-        return error(StatusCode::FORBIDDEN, "Broadcast endpoint can only be accessed locally.");
+        return error(
+            StatusCode::FORBIDDEN,
+            "Broadcast endpoint can only be accessed locally.",
+        );
     }
     if let Some(token) = &access.token {
-        let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         if given.and_then(|v| v.strip_prefix("Bearer ")) != Some(token.as_str()) {
-            return error(StatusCode::UNAUTHORIZED, "Missing or wrong bearer token: send 'Authorization: Bearer <token>'.");
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "Missing or wrong bearer token: send 'Authorization: Bearer <token>'.",
+            );
         }
     }
     let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
@@ -47,7 +59,10 @@ async fn handle(node: Node, request: Request) -> Response {
         Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large (limit 1 MiB)."),
     };
     let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&body) else {
-        return error(StatusCode::BAD_REQUEST, "Invalid request body: expected a JSON object {\"channel\": NAME, \"data\": {...}}.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Invalid request body: expected a JSON object {\"channel\": NAME, \"data\": {...}}.",
+        );
     };
     let Some(Value::String(channel)) = body.remove("channel") else {
         return error(StatusCode::BAD_REQUEST, text::CHANNEL_REQUIRED);
@@ -60,7 +75,9 @@ async fn handle(node: Node, request: Request) -> Response {
                 PublishError::NotFound(_) => StatusCode::NOT_FOUND,
                 PublishError::InvalidParams(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 PublishError::Failed(_) => StatusCode::BAD_REQUEST,
-                PublishError::NotMounted(_) | PublishError::Broker(_) | PublishError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                PublishError::NotMounted(_) | PublishError::Broker(_) | PublishError::Unreachable(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 PublishError::Refused(_) => StatusCode::FORBIDDEN,
             };
             error(status, &err.to_string())

@@ -76,7 +76,9 @@ where
                 let fut = func(params);
                 async move {
                     match fut.await {
-                        Ok(data) => serde_json::to_value(data).map_err(|e| format!("could not serialize channel data: {e}")),
+                        Ok(data) => {
+                            serde_json::to_value(data).map_err(|e| format!("could not serialize channel data: {e}"))
+                        }
                         Err(err) => Err(err.to_string()),
                     }
                 }
@@ -113,10 +115,17 @@ where
             prepare: Box::new(move |params: Value| {
                 let params: P = from_params(params)?;
                 let key = key_of(&params, &required);
-                Ok(Prepared { key, data: func(params) })
+                Ok(Prepared {
+                    key,
+                    data: func(params),
+                })
             }),
         });
-        let handle = ChannelRef { def: def.clone(), func: self.func, _params: PhantomData };
+        let handle = ChannelRef {
+            def: def.clone(),
+            func: self.func,
+            _params: PhantomData,
+        };
         (def, handle)
     }
 }
@@ -196,7 +205,11 @@ pub struct ChannelRef<P> {
 
 impl<P> Clone for ChannelRef<P> {
     fn clone(&self) -> Self {
-        Self { def: self.def.clone(), func: self.func.clone(), _params: PhantomData }
+        Self {
+            def: self.def.clone(),
+            func: self.func.clone(),
+            _params: PhantomData,
+        }
     }
 }
 
@@ -218,6 +231,8 @@ impl<P: Serialize + Send + 'static> ChannelRef<P> {
             .ok_or_else(|| PublishError::NotMounted(self.def.name.clone()))?;
         let key = key_of(&params, &self.def.required);
         let data = (self.func)(params).await.map_err(PublishError::Failed)?;
-        crate::node::Node::from_shared(node).publish_data(&self.def.name, &key, &data).await
+        crate::node::Node::from_shared(node)
+            .publish_data(&self.def.name, &key, &data)
+            .await
     }
 }

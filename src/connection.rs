@@ -22,7 +22,12 @@ struct Inner {
 
 impl Connection {
     pub(crate) fn new(ws: WebSocket) -> Self {
-        Self { inner: Arc::new(Inner { ws, channels: Mutex::new(HashMap::new()) }) }
+        Self {
+            inner: Arc::new(Inner {
+                ws,
+                channels: Mutex::new(HashMap::new()),
+            }),
+        }
     }
 
     /// The connection's (session's) id, unique in this process.
@@ -48,7 +53,9 @@ impl Connection {
     /// the client (`{"type":"opened","channel":ID}`).
     pub fn open_channel(&self, id: Option<&str>) -> Result<Duplex, DuplexError> {
         let id = id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
-        let channel = self.register(&id).ok_or_else(|| DuplexError::Remote(format!("Channel '{id}' is already open.")))?;
+        let channel = self
+            .register(&id)
+            .ok_or_else(|| DuplexError::Remote(format!("Channel '{id}' is already open.")))?;
         let announce = serde_json::json!({ "type": "opened", "channel": id }).to_string();
         if self.inner.ws.send_text(announce).is_err() {
             channel.shut();
@@ -91,6 +98,9 @@ impl Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("id", &self.id()).field("path", &self.path()).finish()
+        f.debug_struct("Connection")
+            .field("id", &self.id())
+            .field("path", &self.path())
+            .finish()
     }
 }

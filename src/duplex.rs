@@ -205,8 +205,17 @@ impl Duplex {
     fn add_handler(&self, event: &str, handler: EventHandler) -> Result<Remover, DuplexError> {
         self.check_open()?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        self.inner.handlers.lock().entry(event.to_owned()).or_default().push((id, handler));
-        Ok(Remover { channel: Arc::downgrade(&self.inner), event: event.to_owned(), id })
+        self.inner
+            .handlers
+            .lock()
+            .entry(event.to_owned())
+            .or_default()
+            .push((id, handler));
+        Ok(Remover {
+            channel: Arc::downgrade(&self.inner),
+            event: event.to_owned(),
+            id,
+        })
     }
 
     /// Registers an async handler for `event`. Several handlers per event run in registration
@@ -227,14 +236,25 @@ impl Duplex {
         F: Fn(Value) -> R + Send + Sync + 'static,
         R: HandlerOutput,
     {
-        self.add_handler(event, EventHandler::Sync(Arc::new(move |payload| handler(payload).into_reply())))
+        self.add_handler(
+            event,
+            EventHandler::Sync(Arc::new(move |payload| handler(payload).into_reply())),
+        )
     }
 
     /// Sends a fire-and-forget event to the client.
     pub fn emit(&self, event: &str, payload: impl Serialize) -> Result<(), DuplexError> {
         self.check_open()?;
         let payload = serde_json::to_value(payload).map_err(|e| DuplexError::Remote(e.to_string()))?;
-        let wire = Wire { kind: "emit", channel: &self.inner.id, event: Some(event), payload: Some(&payload), id: None, error: None, reason: None };
+        let wire = Wire {
+            kind: "emit",
+            channel: &self.inner.id,
+            event: Some(event),
+            payload: Some(&payload),
+            id: None,
+            error: None,
+            reason: None,
+        };
         if wire.send(&self.inner.connection) {
             Ok(())
         } else {
@@ -255,7 +275,15 @@ impl Duplex {
             return Err(DuplexError::Closed(self.inner.id.clone()));
         }
         let wire_id = Value::from(id);
-        let wire = Wire { kind: "request", channel: &self.inner.id, event: Some(event), payload: Some(&payload), id: Some(&wire_id), error: None, reason: None };
+        let wire = Wire {
+            kind: "request",
+            channel: &self.inner.id,
+            event: Some(event),
+            payload: Some(&payload),
+            id: Some(&wire_id),
+            error: None,
+            reason: None,
+        };
         if !wire.send(&self.inner.connection) {
             self.inner.pending.lock().remove(&id);
             return Err(DuplexError::Closed(self.inner.id.clone()));
@@ -266,7 +294,11 @@ impl Duplex {
             Ok(Err(_)) => Err(DuplexError::Closed(self.inner.id.clone())),
             Err(_) => {
                 self.inner.pending.lock().remove(&id);
-                Err(DuplexError::Timeout { channel: self.inner.id.clone(), event: event.to_owned(), timeout })
+                Err(DuplexError::Timeout {
+                    channel: self.inner.id.clone(),
+                    event: event.to_owned(),
+                    timeout,
+                })
             }
         }
     }
@@ -279,7 +311,15 @@ impl Duplex {
     /// Closes with a reason the client sees.
     pub fn close_with(&self, reason: &str) {
         if self.shut() {
-            let wire = Wire { kind: "close", channel: &self.inner.id, event: None, payload: None, id: None, error: None, reason: Some(reason) };
+            let wire = Wire {
+                kind: "close",
+                channel: &self.inner.id,
+                event: None,
+                payload: None,
+                id: None,
+                error: None,
+                reason: Some(reason),
+            };
             wire.send(&self.inner.connection);
         }
     }
@@ -354,12 +394,25 @@ impl Duplex {
             Ok(value) => (Some(value), None),
             Err(text) => (None, Some(text.as_str())),
         };
-        let wire = Wire { kind: "reply", channel: &self.inner.id, event: None, payload, id: Some(id), error, reason: None };
+        let wire = Wire {
+            kind: "reply",
+            channel: &self.inner.id,
+            event: None,
+            payload,
+            id: Some(id),
+            error,
+            reason: None,
+        };
         wire.send(&self.inner.connection);
     }
 
     fn handlers_for(&self, event: &str) -> Vec<EventHandler> {
-        self.inner.handlers.lock().get(event).map(|list| list.iter().map(|(_, h)| h.clone()).collect()).unwrap_or_default()
+        self.inner
+            .handlers
+            .lock()
+            .get(event)
+            .map(|list| list.iter().map(|(_, h)| h.clone()).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -394,6 +447,10 @@ fn run_handlers(handlers: Vec<EventHandler>, payload: Value, done: impl FnOnce(R
 
 impl std::fmt::Debug for Duplex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Duplex").field("id", &self.inner.id).field("session", &self.session_id()).field("closed", &self.is_closed()).finish()
+        f.debug_struct("Duplex")
+            .field("id", &self.inner.id)
+            .field("session", &self.session_id())
+            .field("closed", &self.is_closed())
+            .finish()
     }
 }

@@ -34,10 +34,12 @@ pub async fn serve(listener: TcpListener, app: axum::Router, shutdown: Shutdown)
             _ = shutdown.triggered() => return Ok(()),
         };
         let _ = tcp.set_nodelay(true);
+        let shutdown_for_requests = shutdown.clone();
         let app = app
             .clone()
             .map_request(move |mut request: ::http::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
+                request.extensions_mut().insert(shutdown_for_requests.clone());
                 request
             });
         let service = TowerToHyperService::new(app);

@@ -108,6 +108,9 @@ impl Hub {
 
     /// The topics with local subscribers (used by a broker to restore its subscriptions).
     pub fn topics(&self) -> Vec<String> {
-        self.shards.iter().flat_map(|s| s.read().keys().cloned().collect::<Vec<_>>()).collect()
+        self.shards
+            .iter()
+            .flat_map(|s| s.read().keys().cloned().collect::<Vec<_>>())
+            .collect()
     }
 }

@@ -5,9 +5,9 @@ use crate::action::ActionDef;
 use crate::broker::{Broker, BrokerError, Delivery, MemoryBroker};
 use crate::channel::{topic, ChannelDef};
 use crate::hub::Hub;
+use crate::router::{Authorizer, ConnectHook, RouteDef};
 use crate::session::Session;
 use crate::ws::{self, Text};
-use crate::router::{Authorizer, ConnectHook, RouteDef};
 use crate::{protocol, Router};
 use axum::routing::MethodRouter;
 use serde_json::Value;
@@ -214,12 +214,18 @@ impl Node {
     /// Broadcasts on `channel` with untyped parameters (validated against the channel's type),
     /// as `/_broadcast` does.
     pub async fn broadcast(&self, channel: &str, params: Value) -> Result<(), PublishError> {
-        let def = self.shared.channels.get(channel).ok_or_else(|| PublishError::NotFound(channel.to_owned()))?;
+        let def = self
+            .shared
+            .channels
+            .get(channel)
+            .ok_or_else(|| PublishError::NotFound(channel.to_owned()))?;
         let params = match params {
             Value::Null => Value::Object(Default::default()),
             other => other,
         };
-        let prepared = def.prepare(params).map_err(|_| PublishError::InvalidParams(channel.to_owned()))?;
+        let prepared = def
+            .prepare(params)
+            .map_err(|_| PublishError::InvalidParams(channel.to_owned()))?;
         let data = prepared.data.await.map_err(PublishError::Failed)?;
         self.publish_data(channel, &prepared.key, &data).await
     }

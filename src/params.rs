@@ -14,7 +14,9 @@ pub(crate) fn from_params<P: DeserializeOwned>(params: Value) -> Result<P, Inval
     match serde_json::from_value::<P>(params.clone()) {
         Ok(p) => Ok(p),
         Err(_) => {
-            let Value::Object(object) = params else { return Err(InvalidParams) };
+            let Value::Object(object) = params else {
+                return Err(InvalidParams);
+            };
             let coerced = object.into_iter().map(|(k, v)| (k, coerce(v))).collect();
             serde_json::from_value(Value::Object(coerced)).map_err(|_| InvalidParams)
         }
@@ -58,7 +60,10 @@ mod tests {
 
     #[test]
     fn lax_like_pydantic() {
-        assert_eq!(from_params::<Add>(json!({"a": "2", "b": 3.0})).ok(), Some(Add { a: 2, b: 3 }));
+        assert_eq!(
+            from_params::<Add>(json!({"a": "2", "b": 3.0})).ok(),
+            Some(Add { a: 2, b: 3 })
+        );
         assert!(from_params::<Add>(json!({"a": "two", "b": 3})).is_err());
         assert!(from_params::<Add>(json!({"a": 2.5, "b": 3})).is_err());
         assert!(from_params::<Add>(json!({"a": 1})).is_err());

@@ -48,7 +48,10 @@ impl Inbound {
     /// non-string `type` is unknown.
     pub fn parse(text: &str) -> Result<Self, Malformed> {
         let Ok(Value::Object(mut object)) = serde_json::from_str::<Value>(text) else {
-            return Err(Malformed { message: text::NOT_AN_OBJECT.into(), id: None });
+            return Err(Malformed {
+                message: text::NOT_AN_OBJECT.into(),
+                id: None,
+            });
         };
         let id = object.remove("id").filter(|id| !id.is_null());
         let kind = match object.remove("type") {
@@ -57,7 +60,10 @@ impl Inbound {
             _ => String::new(),
         };
         if kind.is_empty() {
-            return Err(Malformed { message: text::TYPE_REQUIRED.into(), id });
+            return Err(Malformed {
+                message: text::TYPE_REQUIRED.into(),
+                id,
+            });
         }
         Ok(Self {
             kind,
@@ -66,7 +72,8 @@ impl Inbound {
             id,
             event: take_string(&mut object, "event"),
             payload: object.remove("payload").unwrap_or(Value::Null),
-            error: take_string(&mut object, "error"),
+            // An empty error text is still an error.
+            error: object.remove("error").and_then(|v| v.as_str().map(str::to_owned)),
             reason: take_string(&mut object, "reason"),
         })
     }
@@ -124,12 +131,25 @@ impl Outbound<'_> {
 
 /// `{"type":"error","message":…}` with the channel and id when known.
 pub(crate) fn error(message: &str, channel: Option<&str>, id: Option<&Value>) -> String {
-    Outbound { kind: "error", message: Some(message), channel, id, ..Default::default() }.encode()
+    Outbound {
+        kind: "error",
+        message: Some(message),
+        channel,
+        id,
+        ..Default::default()
+    }
+    .encode()
 }
 
 /// `{"type":"data","channel":…,"data":…}`: a publication, encoded once for all its subscribers.
 pub(crate) fn data(channel: &str, data: &Value) -> String {
-    Outbound { kind: "data", channel: Some(channel), data: Some(data), ..Default::default() }.encode()
+    Outbound {
+        kind: "data",
+        channel: Some(channel),
+        data: Some(data),
+        ..Default::default()
+    }
+    .encode()
 }
 
 #[cfg(test)]
@@ -138,9 +158,17 @@ mod tests {
 
     #[test]
     fn parse_reports_socketapi_errors() {
-        assert_eq!(Inbound::parse("[1]").err().map(|e| e.message), Some(text::NOT_AN_OBJECT.to_owned()));
-        assert_eq!(Inbound::parse("{}").err().map(|e| e.message), Some(text::TYPE_REQUIRED.to_owned()));
-        let missing = Inbound::parse(r#"{"channel":"x","id":7}"#).err().map(|e| (e.message, e.id));
+        assert_eq!(
+            Inbound::parse("[1]").err().map(|e| e.message),
+            Some(text::NOT_AN_OBJECT.to_owned())
+        );
+        assert_eq!(
+            Inbound::parse("{}").err().map(|e| e.message),
+            Some(text::TYPE_REQUIRED.to_owned())
+        );
+        let missing = Inbound::parse(r#"{"channel":"x","id":7}"#)
+            .err()
+            .map(|e| (e.message, e.id));
         assert_eq!(missing, Some((text::TYPE_REQUIRED.to_owned(), Some(Value::from(7)))));
     }
 
@@ -150,6 +178,9 @@ mod tests {
             error("Channel 'x' not found.", Some("x"), None),
             r#"{"type":"error","channel":"x","message":"Channel 'x' not found."}"#
         );
-        assert_eq!(data("chat", &Value::from(0)), r#"{"type":"data","channel":"chat","data":0}"#);
+        assert_eq!(
+            data("chat", &Value::from(0)),
+            r#"{"type":"data","channel":"chat","data":0}"#
+        );
     }
 }

@@ -31,17 +31,25 @@ impl Publisher {
     /// A publisher for the server at `base_url` (`http://host:port`; `/_broadcast` is appended
     /// unless the URL already names a path).
     pub fn new(base_url: &str) -> Result<Self, PublishError> {
-        let invalid = || PublishError::Unreachable(format!("invalid server URL '{base_url}': expected http://host:port"));
+        let invalid =
+            || PublishError::Unreachable(format!("invalid server URL '{base_url}': expected http://host:port"));
         let uri: Uri = base_url.parse().map_err(|_| invalid())?;
         if uri.scheme_str() != Some("http") || uri.host().is_none() {
             return Err(invalid());
         }
         let endpoint = match uri.path() {
-            "" | "/" => format!("{}/_broadcast", base_url.trim_end_matches('/')).parse().map_err(|_| invalid())?,
+            "" | "/" => format!("{}/_broadcast", base_url.trim_end_matches('/'))
+                .parse()
+                .map_err(|_| invalid())?,
             _ => uri,
         };
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Ok(Self { endpoint, token: None, timeout: Duration::from_secs(10), client })
+        Ok(Self {
+            endpoint,
+            token: None,
+            timeout: Duration::from_secs(10),
+            client,
+        })
     }
 
     /// Sends `Authorization: Bearer <token>` (for servers started with a broadcast token).
@@ -75,7 +83,12 @@ impl Publisher {
             .map_err(|_| unreachable(format!("no answer within {:?}", self.timeout)))?
             .map_err(|e| unreachable(e.to_string()))?;
         let status = response.status();
-        let body = response.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes();
         if status.is_success() {
             return Ok(());
         }

@@ -2,14 +2,14 @@
 //! `Router` / `include_router`).
 
 use crate::action::ActionDef;
+use crate::channel::{Channel, ChannelDef, ChannelRef};
 use crate::connection::Connection;
 use crate::duplex::Duplex;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use serde_json::Value;
-use crate::channel::{Channel, ChannelDef, ChannelRef};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::Value;
 use std::fmt::Display;
 use std::future::Future;
 use std::sync::Arc;
@@ -38,10 +38,12 @@ pub struct Router {
 pub(crate) type ConnectHook = Arc<dyn Fn(Connection) -> BoxFuture<'static, ()> + Send + Sync>;
 pub(crate) type Authorizer = Arc<dyn Fn(&Access<'_>) -> bool + Send + Sync>;
 
+type AcceptFn = Box<dyn Fn(Duplex, Value) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
 /// A route for bidirectional channels that clients open by name.
 pub(crate) struct RouteDef {
     pub name: String,
-    pub accept: Box<dyn Fn(Duplex, Value) -> BoxFuture<'static, Result<(), String>> + Send + Sync>,
+    pub accept: AcceptFn,
 }
 
 /// What the authorization hook sees of an inbound event or request.
@@ -109,7 +111,10 @@ impl Router {
         E: Display,
     {
         let accept = move |channel, params| accept(channel, params).map(|r| r.map_err(|e| e.to_string())).boxed();
-        self.routes.push(Arc::new(RouteDef { name: name.into(), accept: Box::new(accept) }));
+        self.routes.push(Arc::new(RouteDef {
+            name: name.into(),
+            accept: Box::new(accept),
+        }));
         self
     }
 
@@ -120,7 +125,8 @@ impl Router {
         F: Fn(Connection) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.on_connect.push(Arc::new(move |connection| hook(connection).boxed()));
+        self.on_connect
+            .push(Arc::new(move |connection| hook(connection).boxed()));
         self
     }
 

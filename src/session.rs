@@ -4,9 +4,9 @@
 use crate::channel::ChannelDef;
 use crate::connection::Connection;
 use crate::duplex::Duplex;
-use crate::router::Access;
 use crate::node::Node;
 use crate::protocol::{self, text, Inbound, Outbound};
+use crate::router::Access;
 use crate::ws::{CloseFrame, Handler, Text, WebSocket};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -23,7 +23,11 @@ pub(crate) struct Session {
 
 impl Session {
     pub fn new(node: Node) -> Self {
-        Self { node, connection: None, topics: HashSet::new() }
+        Self {
+            node,
+            connection: None,
+            topics: HashSet::new(),
+        }
     }
 
     async fn handle(&mut self, ws: &WebSocket, mut message: Inbound) {
@@ -80,7 +84,13 @@ impl Session {
             }
             return reply(ws, protocol::error(&err.to_string(), Some(name), id));
         }
-        let ack = Outbound { kind: "subscribed", channel: Some(name), id, ..Default::default() }.encode();
+        let ack = Outbound {
+            kind: "subscribed",
+            channel: Some(name),
+            id,
+            ..Default::default()
+        }
+        .encode();
         shared.hub.commit(&topic, ws, Text::from(ack));
         self.topics.insert(topic);
         if def.default_response {
@@ -93,7 +103,11 @@ impl Session {
     fn unsubscribe(&mut self, ws: &WebSocket, name: &str, data: Option<&Value>, id: Option<&Value>) {
         if let Some(def) = self.node.shared.channels.get(name).cloned() {
             // With the subscribe-time parameters, leave that one subscription; without, all of the channel.
-            let key = def.subscribe_params(data).ok().and_then(|params| def.prepare(params).ok()).map(|p| p.key);
+            let key = def
+                .subscribe_params(data)
+                .ok()
+                .and_then(|params| def.prepare(params).ok())
+                .map(|p| p.key);
             let topics: Vec<String> = match key {
                 Some(key) if !def.required.is_empty() => vec![def.topic(&key)],
                 _ => self.topics.iter().filter(|t| belongs_to(t, &def)).cloned().collect(),
@@ -104,7 +118,16 @@ impl Session {
                 }
             }
         }
-        reply(ws, Outbound { kind: "unsubscribed", channel: Some(name), id, ..Default::default() }.encode());
+        reply(
+            ws,
+            Outbound {
+                kind: "unsubscribed",
+                channel: Some(name),
+                id,
+                ..Default::default()
+            }
+            .encode(),
+        );
     }
 
     async fn action(&mut self, ws: &WebSocket, name: &str, data: Option<Value>, id: Option<&Value>) {
@@ -123,7 +146,14 @@ impl Session {
         match call.await {
             Ok(result) => {
                 let data = (!result.is_null()).then_some(&result);
-                let message = Outbound { kind: "action", channel: Some(name), status: Some("completed"), data, id, ..Default::default() };
+                let message = Outbound {
+                    kind: "action",
+                    channel: Some(name),
+                    status: Some("completed"),
+                    data,
+                    id,
+                    ..Default::default()
+                };
                 reply(ws, message.encode());
             }
             Err(message) => reply(ws, protocol::error(&message, Some(name), id)),
@@ -140,7 +170,10 @@ impl Session {
             return reply(ws, protocol::error(&text::channel_not_found(name), Some(name), id));
         };
         let Some(channel) = self.connection.as_ref().and_then(|c| c.register(name)) else {
-            return reply(ws, protocol::error(&format!("Channel '{name}' is already open."), Some(name), id));
+            return reply(
+                ws,
+                protocol::error(&format!("Channel '{name}' is already open."), Some(name), id),
+            );
         };
         let ws = ws.clone();
         let name = name.to_owned();
@@ -150,10 +183,18 @@ impl Session {
         // connection's reader rather than in it.
         tokio::spawn(async move {
             let message = match (route.accept)(channel.clone(), params).await {
-                Ok(()) if !channel.is_closed() => {
-                    Outbound { kind: "opened", channel: Some(&name), id: id.as_ref(), ..Default::default() }.encode()
+                Ok(()) if !channel.is_closed() => Outbound {
+                    kind: "opened",
+                    channel: Some(&name),
+                    id: id.as_ref(),
+                    ..Default::default()
                 }
-                Ok(()) => protocol::error(&format!("Channel '{name}' was closed while opening."), Some(&name), id.as_ref()),
+                .encode(),
+                Ok(()) => protocol::error(
+                    &format!("Channel '{name}' was closed while opening."),
+                    Some(&name),
+                    id.as_ref(),
+                ),
                 Err(text) => {
                     channel.shut();
                     protocol::error(&text, Some(&name), id.as_ref())
@@ -167,20 +208,36 @@ impl Session {
     fn inbound_event(&mut self, ws: &WebSocket, name: &str, message: Inbound) {
         let is_request = message.kind == "request";
         let Some(event) = message.event.as_deref() else {
-            return reply(ws, protocol::error("Event is required.", Some(name), message.id.as_ref()));
+            return reply(
+                ws,
+                protocol::error("Event is required.", Some(name), message.id.as_ref()),
+            );
         };
         let request_id = message.id.clone().unwrap_or(Value::Null);
         let (Some(connection), Some(channel)) = (self.connection.as_ref(), self.channel(name)) else {
             let error = format!("Channel '{name}' is not open.");
             if is_request {
-                let reply_message = serde_json::json!({"type": "reply", "channel": name, "id": request_id, "error": error});
+                let reply_message =
+                    serde_json::json!({"type": "reply", "channel": name, "id": request_id, "error": error});
                 return reply(ws, reply_message.to_string());
             }
             return reply(ws, protocol::error(&error, Some(name), message.id.as_ref()));
         };
-        let access = Access { connection, channel: name, event, payload: &message.payload, is_request };
+        let access = Access {
+            connection,
+            channel: name,
+            event,
+            payload: &message.payload,
+            is_request,
+        };
         if !self.node.shared.authorizers.iter().all(|allow| allow(&access)) {
-            tracing::info!(conn = connection.id(), channel = name, event, is_request, "denied by the authorization hook");
+            tracing::info!(
+                conn = connection.id(),
+                channel = name,
+                event,
+                is_request,
+                "denied by the authorization hook"
+            );
             if is_request {
                 channel.send_reply(&request_id, Err("Denied".to_owned()));
             }
@@ -202,7 +259,10 @@ impl Session {
 }
 
 fn belongs_to(topic: &str, def: &Arc<ChannelDef>) -> bool {
-    topic == def.name || topic.strip_prefix(def.name.as_str()).is_some_and(|rest| rest.starts_with('#'))
+    topic == def.name
+        || topic
+            .strip_prefix(def.name.as_str())
+            .is_some_and(|rest| rest.starts_with('#'))
 }
 
 fn reply(ws: &WebSocket, message: String) {

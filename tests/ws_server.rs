@@ -81,7 +81,7 @@ impl Handler for Rec {
                             return;
                         }
                     }
-                    if sent % burst == 0 {
+                    if sent.is_multiple_of(burst) {
                         tokio::task::yield_now().await;
                     }
                     if sent > 20_000 {

@@ -60,14 +60,20 @@ fn join(channel: Duplex, rooms: Rooms) -> Result<(), DuplexError> {
             let _ = room.emit("server:message", &message);
         }
     })?;
-    channel.on_sync("client:request", |payload: Value| json!({ "status": "ok", "result": payload }))?;
+    channel.on_sync(
+        "client:request",
+        |payload: Value| json!({ "status": "ok", "result": payload }),
+    )?;
     let out = channel.clone();
     channel.on_sync("client:ping", move |_| out.emit("server:pong", json!({ "ack": true })))?;
     let out = channel.clone();
     channel.on("client:confirm", move |_| {
         let out = out.clone();
         async move {
-            match out.request("server:ask", json!({ "question": "confirm?" }), Duration::from_secs(5)).await {
+            match out
+                .request("server:ask", json!({ "question": "confirm?" }), Duration::from_secs(5))
+                .await
+            {
                 Ok(answer) => out.emit("server:answer", answer),
                 Err(DuplexError::Timeout { .. }) => out.emit("server:timeout", json!({})),
                 Err(err) => Err(err),
@@ -78,7 +84,11 @@ fn join(channel: Duplex, rooms: Rooms) -> Result<(), DuplexError> {
     rooms.lock().insert(session, channel.clone());
     tokio::spawn(async move {
         channel.closed().await;
-        rooms.lock().remove(&session);
+        // Remove only this channel: the connection may already have opened a new chat.
+        let mut rooms = rooms.lock();
+        if rooms.get(&session).is_some_and(|open| open.is_closed()) {
+            rooms.remove(&session);
+        }
     });
     Ok(())
 }
@@ -89,7 +99,9 @@ pub async fn run_ticker(ticker: ChannelRef<Tick>, interval: Duration) {
     clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     for seq in 1.. {
         clock.tick().await;
-        let time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         if let Err(err) = ticker.broadcast(Tick { seq, time }).await {
             tracing::warn!(%err, "ticker publish failed");
         }

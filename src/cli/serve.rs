@@ -42,7 +42,10 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let bind = args.bind.or(file.bind).unwrap_or_else(|| "127.0.0.1:8000".into());
     let broker = args.broker.or(file.broker).unwrap_or_else(|| "memory".into());
-    let mut ws_config = ws::Config { max_message_size: 1 << 20, ..Default::default() };
+    let mut ws_config = ws::Config {
+        max_message_size: 1 << 20,
+        ..Default::default()
+    };
     if let Some(size) = file.max_message_size {
         ws_config.max_message_size = size;
     }
@@ -58,7 +61,11 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     let (router, ticker) = demo::router();
     let mut builder = Node::builder(router).ws_config(ws_config);
-    let hosts = if args.broadcast_allowed_hosts.is_empty() { file.broadcast_allowed_hosts } else { Some(args.broadcast_allowed_hosts) };
+    let hosts = if args.broadcast_allowed_hosts.is_empty() {
+        file.broadcast_allowed_hosts
+    } else {
+        Some(args.broadcast_allowed_hosts)
+    };
     if let Some(hosts) = hosts {
         builder = builder.broadcast_allowed_hosts(hosts);
     }
@@ -72,20 +79,33 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let node = builder.build();
 
-    let interval = Duration::from_millis(args.ticker_interval_ms.or(file.ticker_interval_ms).unwrap_or(1000).max(10));
+    let interval = Duration::from_millis(
+        args.ticker_interval_ms
+            .or(file.ticker_interval_ms)
+            .unwrap_or(1000)
+            .max(10),
+    );
     tokio::spawn(demo::run_ticker(ticker, interval));
 
     let socket = node.endpoint();
     let app = axum::Router::new()
         // `/` serves the page to browsers and the WebSocket to clients that ask for one (SocketAPI's path).
-        .route("/", axum::routing::any(move |request: Request| root(request, socket.clone())))
+        .route(
+            "/",
+            axum::routing::any(move |request: Request| root(request, socket.clone())),
+        )
         .route("/ws", node.endpoint())
-        .route("/switchboard.js", axum::routing::get(|| async { ([(http::header::CONTENT_TYPE, "text/javascript")], CLIENT_JS) }))
+        .route(
+            "/switchboard.js",
+            axum::routing::get(|| async { ([(http::header::CONTENT_TYPE, "text/javascript")], CLIENT_JS) }),
+        )
         .route("/_broadcast", node.broadcast_endpoint())
         .route("/metrics", node.metrics_endpoint())
         .route("/healthz", axum::routing::get(|| async { "ok\n" }));
 
-    let listener = tokio::net::TcpListener::bind(&bind).await.map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(&bind)
+        .await
+        .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
     let address = listener.local_addr()?;
     tracing::info!(broker = %broker, "switchboard serving on http://{address}/ (WebSocket at ws://{address}/ws and ws://{address}/)");
     println!("switchboard listening on http://{address}/");

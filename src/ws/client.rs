@@ -67,6 +67,6 @@ pub async fn connect<H: Handler>(url: &str, handler: H, config: Config) -> Resul
     };
     let ws = WebSocket::new(handshake, config.max_backpressure);
     let task_ws = ws.clone();
-    tokio::spawn(connection::run(stream, task_ws, handler, config));
+    tokio::spawn(connection::run(stream, task_ws, handler, config, None));
     Ok(ws)
 }

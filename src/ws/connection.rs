@@ -3,6 +3,7 @@
 
 use super::socket::Queue;
 use super::{CloseFrame, Config, Handler, Text, WebSocket};
+use crate::Shutdown;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -15,22 +16,37 @@ use tokio_websockets::{Message, WebSocketStream};
 const KEEP_QUEUE_CAPACITY: usize = 16;
 
 /// Runs the connection to its end. `on_open` first, `on_close` last, exactly once each.
-pub(crate) async fn run<S, H>(mut stream: WebSocketStream<S>, ws: WebSocket, mut handler: H, config: Config)
-where
+///
+/// Handler futures are boxed: an idle connection's task then holds only this loop's state, not
+/// room for the largest handler future (which was most of a 2.7 KiB task); the cost is one
+/// allocation per *inbound* message, never per publication.
+pub(crate) async fn run<S, H>(
+    mut stream: WebSocketStream<S>,
+    ws: WebSocket,
+    mut handler: H,
+    config: Config,
+    shutdown: Option<Shutdown>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: Handler,
 {
-    handler.on_open(&ws).await;
-    let close = drive(&mut stream, &ws, &mut handler, &config).await;
+    Box::pin(handler.on_open(&ws)).await;
+    let close = drive(&mut stream, &ws, &mut handler, &config, shutdown.as_ref()).await;
     tracing::debug!(conn = ws.id(), code = close.code, reason = %close.reason, by_peer = close.by_peer, "websocket closed");
     ws.mark_ended();
     // Close TCP now, not after the application's on_close.
     drop(stream);
-    handler.on_close(&ws, close).await;
+    Box::pin(handler.on_close(&ws, close)).await;
     ws.mark_finished();
 }
 
-async fn drive<S, H>(stream: &mut WebSocketStream<S>, ws: &WebSocket, handler: &mut H, config: &Config) -> CloseFrame
+async fn drive<S, H>(
+    stream: &mut WebSocketStream<S>,
+    ws: &WebSocket,
+    handler: &mut H,
+    config: &Config,
+    shutdown: Option<&Shutdown>,
+) -> CloseFrame
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: Handler,
@@ -106,8 +122,18 @@ where
             _ => last_heard + config.idle_timeout,
         };
         let deadline = close_deadline.map_or(idle_deadline, |d| d.min(idle_deadline));
+        let server_stopping = async {
+            match shutdown {
+                Some(shutdown) => shutdown.triggered().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shared.wake.notified() => {}
+            // The server is shutting down: close with 1001 and finish the handshake (close_timeout).
+            _ = server_stopping, if close_deadline.is_none() => {
+                let _ = ws.close(1001, "server shutting down");
+            }
             _ = sleep_until(deadline) => {
                 if close_deadline.is_some_and(|d| Instant::now() >= d) {
                     return sent_close.unwrap_or(CloseFrame { code: 1006, reason: "close timeout".into(), by_peer: false });
@@ -221,13 +247,13 @@ async fn dispatch<H: Handler>(
     }
     if message.is_text() {
         let bytes: bytes::Bytes = message.into_payload().into();
-        handler.on_message(ws, Text::from_validated(bytes)).await;
+        Box::pin(handler.on_message(ws, Text::from_validated(bytes))).await;
     } else if message.is_binary() {
-        handler.on_bytes(ws, message.into_payload().into()).await;
+        Box::pin(handler.on_bytes(ws, message.into_payload().into())).await;
     } else if message.is_ping() {
-        handler.on_ping(ws, message.into_payload().into()).await;
+        Box::pin(handler.on_ping(ws, message.into_payload().into())).await;
     } else if message.is_pong() {
-        handler.on_pong(ws, message.into_payload().into()).await;
+        Box::pin(handler.on_pong(ws, message.into_payload().into())).await;
     }
 }
 

@@ -44,5 +44,3 @@ pub use handler::{CloseFrame, Handler};
 pub use socket::{slow_consumers, Handshake, SendError, WebSocket};
 pub use text::Text;
 pub use upgrade::endpoint;
-
-

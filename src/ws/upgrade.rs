@@ -12,7 +12,11 @@ use base64::Engine;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -76,10 +80,19 @@ where
             .into_response();
     };
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0);
+    // Served by `switchboard::http::serve`, the connection closes (1001) when the server shuts down.
+    let shutdown = request.extensions().get::<crate::Shutdown>().cloned();
     let (parts, _body) = request.into_parts();
+    // Header values parsed by hyper share its 8 KiB read buffer; copying them lets that buffer go
+    // when the HTTP connection hands over, instead of pinning it for the socket's lifetime.
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.clone(), copy_value(value)))
+        .collect();
     let handshake = Handshake {
         uri: parts.uri,
-        headers: parts.headers,
+        headers,
         peer,
     };
     let handler = factory(&handshake);
@@ -87,12 +100,14 @@ where
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let stream = tokio_websockets::ServerBuilder::new()
-                    .limits(config.limits())
-                    .config(config.codec())
-                    .serve(TokioIo::new(upgraded));
                 let ws = WebSocket::new(handshake, config.max_backpressure);
-                connection::run(stream, ws, handler, config).await;
+                let builder = tokio_websockets::ServerBuilder::new()
+                    .limits(config.limits())
+                    .config(config.codec());
+                // Unwrap hyper's boxed IO back to the TCP stream when possible: one less layer and
+                // allocation per connection on the hot read/write path.
+                let io = ServerIo::from_upgraded(upgraded);
+                connection::run(builder.serve(io), ws, handler, config, shutdown).await;
             }
             Err(err) => tracing::debug!(%err, "websocket upgrade failed"),
         }
@@ -106,6 +121,94 @@ where
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     response
+}
+
+fn copy_value(value: &HeaderValue) -> HeaderValue {
+    HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone())
+}
+
+/// The socket under a server connection: the TCP stream itself when hyper hands it back (one
+/// less boxed layer on every read and write), else hyper's `Upgraded`.
+enum ServerIo {
+    Tcp {
+        /// Bytes the HTTP layer read past the handshake (a client that sent frames before the
+        /// 101). Dropped once consumed: it shares hyper's 8 KiB read buffer, which an idle
+        /// connection must not keep alive.
+        prefix: Option<bytes::Bytes>,
+        io: TcpStream,
+    },
+    Upgraded(TokioIo<hyper::upgrade::Upgraded>),
+}
+
+impl ServerIo {
+    fn from_upgraded(upgraded: hyper::upgrade::Upgraded) -> Self {
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(hyper::upgrade::Parts { io, read_buf, .. }) => {
+                let prefix = (!read_buf.is_empty()).then_some(read_buf);
+                ServerIo::Tcp {
+                    prefix,
+                    io: io.into_inner(),
+                }
+            }
+            Err(upgraded) => ServerIo::Upgraded(TokioIo::new(upgraded)),
+        }
+    }
+}
+
+impl AsyncRead for ServerIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ServerIo::Tcp { prefix, io } => {
+                if let Some(bytes) = prefix {
+                    let n = bytes.len().min(buf.remaining());
+                    buf.put_slice(&bytes.split_to(n));
+                    if bytes.is_empty() {
+                        *prefix = None;
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Pin::new(io).poll_read(cx, buf)
+            }
+            ServerIo::Upgraded(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ServerIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ServerIo::Tcp { io, .. } => Pin::new(io).poll_write(cx, data),
+            ServerIo::Upgraded(io) => Pin::new(io).poll_write(cx, data),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ServerIo::Tcp { io, .. } => Pin::new(io).poll_write_vectored(cx, bufs),
+            ServerIo::Upgraded(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ServerIo::Tcp { io, .. } => io.is_write_vectored(),
+            ServerIo::Upgraded(io) => io.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ServerIo::Tcp { io, .. } => Pin::new(io).poll_flush(cx),
+            ServerIo::Upgraded(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ServerIo::Tcp { io, .. } => Pin::new(io).poll_shutdown(cx),
+            ServerIo::Upgraded(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
 }
 
 /// Checks the RFC 6455 §4.2.1 requirements; returns the client's key.
