@@ -221,7 +221,9 @@ impl Node {
             .ok_or_else(|| PublishError::NotFound(channel.to_owned()))?;
         let params = match params {
             Value::Null => Value::Object(Default::default()),
-            other => other,
+            Value::Object(params) => Value::Object(params),
+            // An array would fill the struct's fields by position: not parameters by name.
+            _ => return Err(PublishError::InvalidParams(channel.to_owned())),
         };
         let prepared = def
             .prepare(params)

@@ -204,12 +204,10 @@ async fn closing_while_reconnecting_stops_for_good() {
     assert_eq!(client.state(), ConnectionState::Closed);
 }
 
-/// Triggering the server's `Shutdown` should end its WebSocket connections (close 1001) so that
-/// clients move to a new server. Today `http::serve` only stops accepting and gracefully shuts
-/// the HTTP connections: upgraded WebSockets run in tasks of their own that never see the signal,
-/// so the client stays connected to the old server forever.
+/// Triggering the server's `Shutdown` ends its WebSocket connections (close 1001) so that
+/// clients move to a new server. (Regression: upgraded WebSockets used to ignore the signal and
+/// keep clients connected to a server that had stopped.)
 #[tokio::test]
-#[ignore = "server bug: switchboard::Shutdown does not close established WebSocket connections"]
 async fn shutdown_of_the_server_ends_its_websockets() {
     let server = serve(Router::new()).await;
     let client = client(&server).await;

@@ -390,6 +390,12 @@ async fn broadcast_endpoint_errors_are_4xx_json() {
             422,
             json!({"error": "Invalid parameters for action 'chat'"}),
         ),
+        // An array must not fill the parameters by position (regression: it broadcast "x").
+        (
+            json!({"channel": "chat", "data": ["x"]}),
+            422,
+            json!({"error": "Invalid parameters for action 'chat'"}),
+        ),
         (
             json!({"data": {"message": "x"}}),
             400,
