@@ -6,8 +6,7 @@
 //! client without holding up the connection (replies are routed straight to the waiting request).
 
 use crate::connection::Connection;
-use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
+use crate::handlers::{self, EventHandler, HandlerOutput, Handlers, Remover};
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::Value;
@@ -40,67 +39,6 @@ pub enum DuplexError {
     Remote(String),
 }
 
-/// What a handler's return value means for a request: a value answers it, an error becomes the
-/// error reply, `()` / `None` leaves it to the next handler.
-pub trait HandlerOutput: Send + 'static {
-    /// `Ok(Some(v))` answers, `Ok(None)` passes, `Err(text)` fails the request.
-    fn into_reply(self) -> Result<Option<Value>, String>;
-}
-
-impl HandlerOutput for () {
-    fn into_reply(self) -> Result<Option<Value>, String> {
-        Ok(None)
-    }
-}
-
-impl HandlerOutput for Value {
-    fn into_reply(self) -> Result<Option<Value>, String> {
-        Ok(Some(self))
-    }
-}
-
-impl HandlerOutput for Option<Value> {
-    fn into_reply(self) -> Result<Option<Value>, String> {
-        Ok(self)
-    }
-}
-
-impl<T: HandlerOutput, E: std::fmt::Display + Send + 'static> HandlerOutput for Result<T, E> {
-    fn into_reply(self) -> Result<Option<Value>, String> {
-        self.map_err(|e| e.to_string()).and_then(HandlerOutput::into_reply)
-    }
-}
-
-type Reply = Result<Option<Value>, String>;
-
-#[derive(Clone)]
-enum EventHandler {
-    Sync(Arc<dyn Fn(Value) -> Reply + Send + Sync>),
-    Async(Arc<dyn Fn(Value) -> BoxFuture<'static, Reply> + Send + Sync>),
-}
-
-/// Removes the handler it was returned for. Dropping it keeps the handler.
-pub struct Remover {
-    channel: std::sync::Weak<Inner>,
-    event: String,
-    id: u64,
-}
-
-impl Remover {
-    /// Unregisters the handler.
-    pub fn remove(self) {
-        if let Some(inner) = self.channel.upgrade() {
-            let mut handlers = inner.handlers.lock();
-            if let Some(list) = handlers.get_mut(&self.event) {
-                list.retain(|(id, _)| *id != self.id);
-                if list.is_empty() {
-                    handlers.remove(&self.event);
-                }
-            }
-        }
-    }
-}
-
 /// A bidirectional channel bound to one connection. Cheap to clone; all clones are the same channel.
 #[derive(Clone)]
 pub struct Duplex {
@@ -111,7 +49,7 @@ struct Inner {
     id: String,
     connection: Connection,
     closed: AtomicBool,
-    handlers: Mutex<HashMap<String, Vec<(u64, EventHandler)>>>,
+    handlers: Arc<Handlers>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>,
     next_id: AtomicU64,
     closed_notify: Notify,
@@ -161,7 +99,7 @@ impl Duplex {
                 id,
                 connection,
                 closed: AtomicBool::new(false),
-                handlers: Mutex::new(HashMap::new()),
+                handlers: Arc::default(),
                 pending: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 closed_notify: Notify::new(),
@@ -204,18 +142,7 @@ impl Duplex {
 
     fn add_handler(&self, event: &str, handler: EventHandler) -> Result<Remover, DuplexError> {
         self.check_open()?;
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .handlers
-            .lock()
-            .entry(event.to_owned())
-            .or_default()
-            .push((id, handler));
-        Ok(Remover {
-            channel: Arc::downgrade(&self.inner),
-            event: event.to_owned(),
-            id,
-        })
+        Ok(self.inner.handlers.add(event, handler))
     }
 
     /// Registers an async handler for `event`. Several handlers per event run in registration
@@ -226,8 +153,7 @@ impl Duplex {
         Fut: Future<Output = R> + Send + 'static,
         R: HandlerOutput,
     {
-        let handler = move |payload| handler(payload).map(HandlerOutput::into_reply).boxed();
-        self.add_handler(event, EventHandler::Async(Arc::new(handler)))
+        self.add_handler(event, EventHandler::from_async(handler))
     }
 
     /// Registers a sync handler for `event`: it runs inline, in arrival order.
@@ -236,10 +162,7 @@ impl Duplex {
         F: Fn(Value) -> R + Send + Sync + 'static,
         R: HandlerOutput,
     {
-        self.add_handler(
-            event,
-            EventHandler::Sync(Arc::new(move |payload| handler(payload).into_reply())),
-        )
+        self.add_handler(event, EventHandler::from_sync(handler))
     }
 
     /// Sends a fire-and-forget event to the client.
@@ -342,7 +265,7 @@ impl Duplex {
             return false;
         }
         self.inner.pending.lock().clear();
-        self.inner.handlers.lock().clear();
+        self.inner.handlers.clear();
         self.inner.connection.forget_channel(&self.inner.id);
         self.inner.closed_notify.notify_waiters();
         true
@@ -350,14 +273,14 @@ impl Duplex {
 
     /// An event from the client: run its handlers (no reply).
     pub(crate) fn dispatch_event(&self, event: &str, payload: Value) {
-        let handlers = self.handlers_for(event);
+        let handlers = self.inner.handlers.of(event);
         if handlers.is_empty() {
             tracing::debug!(channel = %self.inner.id, event, "event without handler dropped");
             return;
         }
         let channel = self.inner.id.clone();
         let event = event.to_owned();
-        run_handlers(handlers, payload, move |reply| {
+        handlers::run(handlers, payload, move |reply| {
             if let Err(err) = reply {
                 tracing::warn!(%channel, %event, %err, "event handler failed");
             }
@@ -366,14 +289,14 @@ impl Duplex {
 
     /// A request from the client: run its handlers and reply with the first value, or an error.
     pub(crate) fn dispatch_request(&self, event: &str, payload: Value, id: Value) {
-        let handlers = self.handlers_for(event);
+        let handlers = self.inner.handlers.of(event);
         if handlers.is_empty() {
             let error = format!("No handler for event '{event}' on channel '{}'", self.inner.id);
             self.send_reply(&id, Err(error));
             return;
         }
         let channel = self.clone();
-        run_handlers(handlers, payload, move |reply| {
+        handlers::run(handlers, payload, move |reply| {
             channel.send_reply(&id, reply.map(|value| value.unwrap_or(Value::Null)));
         });
     }
@@ -405,44 +328,6 @@ impl Duplex {
         };
         wire.send(&self.inner.connection);
     }
-
-    fn handlers_for(&self, event: &str) -> Vec<EventHandler> {
-        self.inner
-            .handlers
-            .lock()
-            .get(event)
-            .map(|list| list.iter().map(|(_, h)| h.clone()).collect())
-            .unwrap_or_default()
-    }
-}
-
-/// Runs handlers in order until one returns a value or an error; sync-only lists run inline.
-fn run_handlers(handlers: Vec<EventHandler>, payload: Value, done: impl FnOnce(Reply) + Send + 'static) {
-    if handlers.iter().all(|h| matches!(h, EventHandler::Sync(_))) {
-        let mut reply = Ok(None);
-        for handler in &handlers {
-            if let EventHandler::Sync(f) = handler {
-                reply = f(payload.clone());
-                if !matches!(reply, Ok(None)) {
-                    break;
-                }
-            }
-        }
-        return done(reply);
-    }
-    tokio::spawn(async move {
-        let mut reply = Ok(None);
-        for handler in &handlers {
-            reply = match handler {
-                EventHandler::Sync(f) => f(payload.clone()),
-                EventHandler::Async(f) => f(payload.clone()).await,
-            };
-            if !matches!(reply, Ok(None)) {
-                break;
-            }
-        }
-        done(reply);
-    });
 }
 
 impl std::fmt::Debug for Duplex {

@@ -3,10 +3,9 @@
 
 use super::shared::Shared;
 use super::ClientError;
-use crate::duplex::HandlerOutput;
+pub use crate::handlers::Remover;
+use crate::handlers::{self, EventHandler, HandlerOutput, Handlers};
 use crate::ws::WebSocket;
-use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -31,45 +30,6 @@ pub enum ChannelState {
     Closed,
 }
 
-type Reply = Result<Option<Value>, String>;
-
-#[derive(Clone)]
-enum EventHandler {
-    Sync(Arc<dyn Fn(Value) -> Reply + Send + Sync>),
-    Async(Arc<dyn Fn(Value) -> BoxFuture<'static, Reply> + Send + Sync>),
-}
-
-/// Removes the handler it was returned for. Dropping it keeps the handler.
-pub struct Remover {
-    channel: Weak<Inner>,
-    event: String,
-    id: u64,
-}
-
-impl Remover {
-    /// Unregisters the handler.
-    pub fn remove(self) {
-        if let Some(inner) = self.channel.upgrade() {
-            let mut handlers = inner.handlers.lock();
-            if let Some(list) = handlers.get_mut(&self.event) {
-                list.retain(|(id, _)| *id != self.id);
-                if list.is_empty() {
-                    handlers.remove(&self.event);
-                }
-            }
-        }
-    }
-}
-
-impl std::fmt::Debug for Remover {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Remover")
-            .field("event", &self.event)
-            .field("id", &self.id)
-            .finish()
-    }
-}
-
 /// A bidirectional channel seen from the client. Cheap to clone; all clones are the same channel.
 ///
 /// Handlers registered with [`on`](Self::on) / [`on_sync`](Self::on_sync) answer the server's
@@ -89,7 +49,7 @@ struct Inner {
     client: Weak<Shared>,
     state: watch::Sender<ChannelState>,
     close_reason: Mutex<Option<String>>,
-    handlers: Mutex<HashMap<String, Vec<(u64, EventHandler)>>>,
+    handlers: Arc<Handlers>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, ClientError>>>>,
     next_id: AtomicU64,
 }
@@ -103,7 +63,7 @@ impl ClientChannel {
                 client,
                 state: watch::channel(state).0,
                 close_reason: Mutex::new(None),
-                handlers: Mutex::new(HashMap::new()),
+                handlers: Arc::default(),
                 pending: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
             }),
@@ -206,18 +166,7 @@ impl ClientChannel {
         if self.is_closed() {
             return Err(self.closed_error());
         }
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .handlers
-            .lock()
-            .entry(event.to_owned())
-            .or_default()
-            .push((id, handler));
-        Ok(Remover {
-            channel: Arc::downgrade(&self.inner),
-            event: event.to_owned(),
-            id,
-        })
+        Ok(self.inner.handlers.add(event, handler))
     }
 
     /// Registers an async handler for `event` (it runs in a task of its own). Several handlers
@@ -228,8 +177,7 @@ impl ClientChannel {
         Fut: Future<Output = R> + Send + 'static,
         R: HandlerOutput,
     {
-        let handler = move |payload| handler(payload).map(HandlerOutput::into_reply).boxed();
-        self.add_handler(event, EventHandler::Async(Arc::new(handler)))
+        self.add_handler(event, EventHandler::from_async(handler))
     }
 
     /// Registers a sync handler for `event`: it runs on the connection's task, in arrival order.
@@ -238,10 +186,7 @@ impl ClientChannel {
         F: Fn(Value) -> R + Send + Sync + 'static,
         R: HandlerOutput,
     {
-        self.add_handler(
-            event,
-            EventHandler::Sync(Arc::new(move |payload| handler(payload).into_reply())),
-        )
+        self.add_handler(event, EventHandler::from_sync(handler))
     }
 
     /// Sends a fire-and-forget event to the server.
@@ -322,7 +267,7 @@ impl ClientChannel {
         for (_, waiter) in self.inner.pending.lock().drain() {
             let _ = waiter.send(Err(error.clone()));
         }
-        self.inner.handlers.lock().clear();
+        self.inner.handlers.clear();
         true
     }
 
@@ -348,24 +293,16 @@ impl ClientChannel {
         }
     }
 
-    fn handlers_for(&self, event: &str) -> Vec<EventHandler> {
-        let handlers = self.inner.handlers.lock();
-        handlers
-            .get(event)
-            .map(|list| list.iter().map(|(_, h)| h.clone()).collect())
-            .unwrap_or_default()
-    }
-
     /// An event from the server: run its handlers (no reply).
     pub(crate) fn dispatch_event(&self, event: &str, payload: Value) {
-        let handlers = self.handlers_for(event);
+        let handlers = self.inner.handlers.of(event);
         if handlers.is_empty() {
             tracing::debug!(channel = %self.inner.name, event, "event without handler dropped");
             return;
         }
         let channel = self.inner.name.clone();
         let event = event.to_owned();
-        run_handlers(handlers, payload, move |reply| {
+        handlers::run(handlers, payload, move |reply| {
             if let Err(err) = reply {
                 tracing::warn!(%channel, %event, %err, "event handler failed");
             }
@@ -375,7 +312,7 @@ impl ClientChannel {
     /// A request from the server: run its handlers and reply on the connection it came on (a
     /// reply computed after a reconnect is not sent: the request belonged to the old connection).
     pub(crate) fn dispatch_request(&self, ws: &WebSocket, event: &str, payload: Value, id: Value) {
-        let handlers = self.handlers_for(event);
+        let handlers = self.inner.handlers.of(event);
         if handlers.is_empty() {
             send_reply(
                 ws,
@@ -387,7 +324,7 @@ impl ClientChannel {
         }
         let ws = ws.clone();
         let channel = self.inner.name.clone();
-        run_handlers(handlers, payload, move |reply| {
+        handlers::run(handlers, payload, move |reply| {
             send_reply(&ws, &channel, &id, reply.map(|value| value.unwrap_or(Value::Null)));
         });
     }
@@ -401,35 +338,6 @@ pub(crate) fn send_reply(ws: &WebSocket, channel: &str, id: &Value, reply: Resul
     };
     // A connection that ended has nobody left to answer.
     let _ = ws.send_text(message.to_string());
-}
-
-/// Runs handlers in order until one returns a value or an error; sync-only lists run inline.
-fn run_handlers(handlers: Vec<EventHandler>, payload: Value, done: impl FnOnce(Reply) + Send + 'static) {
-    if handlers.iter().all(|h| matches!(h, EventHandler::Sync(_))) {
-        let mut reply = Ok(None);
-        for handler in &handlers {
-            if let EventHandler::Sync(f) = handler {
-                reply = f(payload.clone());
-                if !matches!(reply, Ok(None)) {
-                    break;
-                }
-            }
-        }
-        return done(reply);
-    }
-    tokio::spawn(async move {
-        let mut reply = Ok(None);
-        for handler in &handlers {
-            reply = match handler {
-                EventHandler::Sync(f) => f(payload.clone()),
-                EventHandler::Async(f) => f(payload.clone()).await,
-            };
-            if !matches!(reply, Ok(None)) {
-                break;
-            }
-        }
-        done(reply);
-    });
 }
 
 impl std::fmt::Debug for ClientChannel {
