@@ -96,8 +96,10 @@ impl Hub {
         let shard = self.shard(topic).read();
         let Some(entry) = shard.get(topic) else { return 0 };
         let mut delivered = 0;
+        // Framed once here; every subscriber queues the same bytes.
+        let frame = crate::ws::frame::server_text(message.as_bytes());
         for ws in entry.subscribers.values() {
-            if ws.send_shared_text(message).is_ok() {
+            if ws.send_frame(&frame).is_ok() {
                 delivered += 1;
             }
         }

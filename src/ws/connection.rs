@@ -1,19 +1,23 @@
 //! The task that drives one connection: reads frames into the handler, writes the queue in batches,
 //! pings idle peers and finishes the close handshake.
 
-use super::socket::Queue;
+use super::socket::{Outbound, Queue};
 use super::{CloseFrame, Config, Handler, Text, WebSocket};
 use crate::Shutdown;
+use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::VecDeque;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, Instant};
 use tokio_websockets::{Message, WebSocketStream};
 
 /// A drained queue larger than this is freed instead of kept for reuse, so a burst does not pin
 /// memory on a connection that then goes idle.
 const KEEP_QUEUE_CAPACITY: usize = 16;
+
+/// Corked frames are written once they reach this size; a larger frame is written on its own.
+const CORK_LIMIT: usize = 64 * 1024;
 
 /// Runs the connection to its end. `on_open` first, `on_close` last, exactly once each.
 ///
@@ -52,7 +56,7 @@ where
     H: Handler,
 {
     let shared = &ws.shared;
-    let mut batch: VecDeque<Message> = VecDeque::new();
+    let mut batch: VecDeque<Outbound> = VecDeque::new();
     let mut last_heard = Instant::now();
     let mut pinged = false;
     // Set once our close frame is out: the peer has until then to answer it.
@@ -83,7 +87,7 @@ where
         if !batch.is_empty() || close_request.is_some() {
             let mut closing = None;
             if let Some((code, reason)) = close_request {
-                batch.push_back(Message::close(Some(code), &reason));
+                batch.push_back(Outbound::Message(Message::close(Some(code), &reason)));
                 closing = Some(CloseFrame {
                     code: code.into(),
                     reason,
@@ -185,7 +189,7 @@ fn forced_close(ws: &WebSocket) -> Option<(tokio_websockets::CloseCode, String)>
 }
 
 /// Moves the queued messages into `batch` and returns the pending close request, if any.
-fn take_queue(q: &mut Queue, batch: &mut VecDeque<Message>) -> (Option<(tokio_websockets::CloseCode, String)>, bool) {
+fn take_queue(q: &mut Queue, batch: &mut VecDeque<Outbound>) -> (Option<(tokio_websockets::CloseCode, String)>, bool) {
     std::mem::swap(&mut q.items, batch);
     q.bytes = 0;
     // Free a large drained buffer; keep a small one for reuse.
@@ -197,22 +201,41 @@ fn take_queue(q: &mut Queue, batch: &mut VecDeque<Message>) -> (Option<(tokio_we
 
 async fn write_batch<S>(
     stream: &mut WebSocketStream<S>,
-    batch: &mut VecDeque<Message>,
+    batch: &mut VecDeque<Outbound>,
     ws: &WebSocket,
 ) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let write = async {
-        while let Some(message) = batch.pop_front() {
-            stream.feed(message).await?;
+        // Pre-encoded frames are copied into one buffer (allocated for this batch only) and
+        // written with one syscall; messages go through tokio-websockets in their order.
+        let mut cork = BytesMut::new();
+        while let Some(item) = batch.pop_front() {
+            match item {
+                Outbound::Frame(frame) if frame.len() >= CORK_LIMIT => {
+                    write_raw(stream, &mut cork).await?;
+                    write_bytes(stream, &frame).await?;
+                }
+                Outbound::Frame(frame) => {
+                    cork.extend_from_slice(&frame);
+                    if cork.len() >= CORK_LIMIT {
+                        write_raw(stream, &mut cork).await?;
+                    }
+                }
+                Outbound::Message(message) => {
+                    write_raw(stream, &mut cork).await?;
+                    stream.feed(message).await.map_err(|e| e.to_string())?;
+                }
+            }
         }
-        stream.flush().await
+        write_raw(stream, &mut cork).await?;
+        stream.flush().await.map_err(|e| e.to_string())
     };
     tokio::pin!(write);
     loop {
         tokio::select! {
-            result = &mut write => return result.map_err(|e| e.to_string()),
+            result = &mut write => return result,
             // A slow consumer is aborted even while its flush is stuck.
             _ = ws.shared.wake.notified() => {
                 if ws.shared.queue.lock().abort {
@@ -221,6 +244,29 @@ where
             }
         }
     }
+}
+
+/// Writes the corked frames straight to the socket. tokio-websockets is flushed first, so the
+/// frames it queued itself (pongs, close replies, messages fed before) keep their place: writing
+/// under the codec is safe exactly when its own queue is empty.
+async fn write_raw<S>(stream: &mut WebSocketStream<S>, cork: &mut BytesMut) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    if cork.is_empty() {
+        return Ok(());
+    }
+    write_bytes(stream, cork).await?;
+    cork.clear();
+    Ok(())
+}
+
+async fn write_bytes<S>(stream: &mut WebSocketStream<S>, bytes: &[u8]) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    stream.flush().await.map_err(|e| e.to_string())?;
+    stream.get_mut().write_all(bytes).await.map_err(|e| e.to_string())
 }
 
 async fn dispatch<H: Handler>(

@@ -33,6 +33,7 @@
 mod client;
 mod config;
 mod connection;
+pub(crate) mod frame;
 mod handler;
 mod socket;
 mod text;

@@ -75,9 +75,17 @@ pub(super) struct Shared {
     ended: Notify,
 }
 
+/// An item of the outbound queue.
+pub(super) enum Outbound {
+    /// A message for tokio-websockets to frame.
+    Message(Message),
+    /// A complete pre-encoded frame, written as is.
+    Frame(Bytes),
+}
+
 #[derive(Default)]
 pub(super) struct Queue {
-    pub(super) items: VecDeque<Message>,
+    pub(super) items: VecDeque<Outbound>,
     pub(super) bytes: usize,
     /// Set once a close was requested (by the application or by the slow-consumer policy).
     pub(super) close: Option<(CloseCode, String)>,
@@ -185,13 +193,18 @@ impl WebSocket {
         ended.await;
     }
 
-    /// Queues a message whose body is shared with other connections (a publication).
-    pub(crate) fn send_shared_text(&self, text: &Text) -> Result<(), SendError> {
-        self.push(Message::text(Bytes::from(text.clone())))
+    /// Queues a complete server frame shared with other connections (a publication, encoded
+    /// once by [`super::frame::server_text`]). Server side only: client frames must be masked.
+    pub(crate) fn send_frame(&self, frame: &Bytes) -> Result<(), SendError> {
+        self.enqueue(Outbound::Frame(frame.clone()), frame.len())
     }
 
     fn push(&self, message: Message) -> Result<(), SendError> {
         let len = message.as_payload().len();
+        self.enqueue(Outbound::Message(message), len)
+    }
+
+    fn enqueue(&self, item: Outbound, len: usize) -> Result<(), SendError> {
         {
             let mut q = self.shared.queue.lock();
             if q.close.is_some() || q.ended {
@@ -218,7 +231,7 @@ impl WebSocket {
                 return Err(SendError::SlowConsumer);
             }
             q.bytes += len;
-            q.items.push_back(message);
+            q.items.push_back(item);
         }
         self.shared.wake.notify_one();
         Ok(())
