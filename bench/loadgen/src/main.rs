@@ -399,10 +399,14 @@ fn target_addr(url: &str) -> SocketAddr {
         .unwrap_or_else(|_| panic!("URL host must be IP:PORT, got {host}"))
 }
 
+/// Source address of connection i: 127.0.0.(B + i / per_source), where B rotates with the process
+/// id, so that consecutive runs do not find their ports still in TIME_WAIT from the previous one.
 fn source_addr(i: usize, per_source: usize) -> Ipv4Addr {
-    let k = i / per_source.max(1);
-    assert!(k < 250, "too many connections for 127.0.0.1..250");
-    Ipv4Addr::new(127, 0, 0, 1 + k as u8)
+    static BASE: OnceLock<usize> = OnceLock::new();
+    let base = *BASE.get_or_init(|| 1 + (std::process::id() as usize % 25) * 8);
+    let k = base + i / per_source.max(1);
+    assert!(k < 255, "too many connections for the 127.0.0.x source addresses");
+    Ipv4Addr::new(127, 0, 0, k as u8)
 }
 
 async fn connect(url: &str, target: SocketAddr, source: Ipv4Addr) -> Result<Ws, String> {
@@ -412,6 +416,7 @@ async fn connect(url: &str, target: SocketAddr, source: Ipv4Addr) -> Result<Ws, 
             tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
         }
         let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        let _ = sock.set_reuseaddr(true);
         if let Err(e) = sock.bind(SocketAddr::new(source.into(), 0)) {
             last = format!("bind {source}: {e}");
             continue;
@@ -653,7 +658,7 @@ async fn publish(
     on_send: impl Fn(u64, u64),
 ) -> (u64, f64) {
     let target = target_addr(&c.url);
-    let ws = connect(&c.url, target, Ipv4Addr::LOCALHOST)
+    let ws = connect(&c.url, target, source_addr(0, c.conns_per_source))
         .await
         .expect("publisher connect");
     let (mut sink, mut stream) = ws.split();
@@ -712,7 +717,11 @@ async fn publish(
         let msg = Message::text(make(sent, now));
         unflushed += 1;
         let flush = unflushed >= p.batch.max(1) || sent + 1 == p.messages || interval.is_some();
-        let r = if flush { sink.send(msg).await } else { sink.feed(msg).await };
+        let r = if flush {
+            sink.send(msg).await
+        } else {
+            sink.feed(msg).await
+        };
         if r.is_err() {
             break;
         }
