@@ -12,14 +12,27 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-/// How long a client may take to send its request head (the WebSocket handshake included).
+/// How long a client may take to send its request head (the WebSocket handshake included), by
+/// default.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `app` on `listener` until `shutdown` is triggered.
+/// Serves `app` on `listener` until `shutdown` is triggered, with the default
+/// [`HANDSHAKE_TIMEOUT`].
 ///
 /// Requests carry [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo), so WebSocket handlers
-/// see their peer's address.
+/// see their peer's address, and the [`Shutdown`], so WebSockets close (1001) when it triggers.
 pub async fn serve(listener: TcpListener, app: axum::Router, shutdown: Shutdown) -> std::io::Result<()> {
+    serve_with(listener, app, shutdown, HANDSHAKE_TIMEOUT).await
+}
+
+/// [`serve`] with another handshake timeout: a client that has not sent its whole request head
+/// after `handshake_timeout` is disconnected.
+pub async fn serve_with(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: Shutdown,
+    handshake_timeout: Duration,
+) -> std::io::Result<()> {
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -47,7 +60,7 @@ pub async fn serve(listener: TcpListener, app: axum::Router, shutdown: Shutdown)
         tokio::spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .header_read_timeout(handshake_timeout)
                 .serve_connection(TokioIo::new(tcp), service)
                 .with_upgrades();
             tokio::pin!(connection);

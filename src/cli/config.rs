@@ -10,6 +10,7 @@
 //! max_backpressure = 4194304
 //! ping_interval_secs = 30
 //! idle_timeout_secs = 75
+//! handshake_timeout_secs = 10
 //! ```
 
 use serde::Deserialize;
@@ -27,6 +28,7 @@ pub struct FileConfig {
     pub max_backpressure: Option<usize>,
     pub ping_interval_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
+    pub handshake_timeout_secs: Option<u64>,
 }
 
 impl FileConfig {

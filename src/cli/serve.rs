@@ -109,7 +109,8 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let address = listener.local_addr()?;
     tracing::info!(broker = %broker, "switchboard serving on http://{address}/ (WebSocket at ws://{address}/ws and ws://{address}/)");
     println!("switchboard listening on http://{address}/");
-    switchboard::http::serve(listener, app, Shutdown::on_signals()).await?;
+    let handshake_timeout = Duration::from_secs(file.handshake_timeout_secs.unwrap_or(10).max(1));
+    switchboard::http::serve_with(listener, app, Shutdown::on_signals(), handshake_timeout).await?;
     Ok(())
 }
 

@@ -1,0 +1,181 @@
+//! The `switchboard` command over real sockets: `serve` (page, WebSocket, metrics, config file)
+//! and `publish`.
+
+use serde_json::{json, Value};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use switchboard::ws::{self, Handler, Text, WebSocket};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+const T: Duration = Duration::from_secs(10);
+
+struct Serve {
+    child: tokio::process::Child,
+    addr: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn serve(extra: &[&str]) -> Serve {
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0", "--ticker-interval-ms", "50"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn switchboard serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(T, lines.next_line())
+        .await
+        .expect("listening line")
+        .expect("read")
+        .expect("line");
+    let addr = line
+        .trim()
+        .trim_start_matches("switchboard listening on http://")
+        .trim_end_matches('/')
+        .to_owned();
+    Serve { child, addr }
+}
+
+struct Forward(mpsc::UnboundedSender<Value>);
+impl Handler for Forward {
+    async fn on_message(&mut self, _ws: &WebSocket, text: Text) {
+        let _ = self.0.send(serde_json::from_str(&text).unwrap_or(Value::Null));
+    }
+}
+
+async fn client(url: &str) -> (WebSocket, mpsc::UnboundedReceiver<Value>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let ws = ws::connect(url, Forward(tx), ws::Config::default())
+        .await
+        .expect("connect");
+    (ws, rx)
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<Value>) -> Value {
+    tokio::time::timeout(T, rx.recv())
+        .await
+        .expect("a message in time")
+        .expect("open")
+}
+
+async fn http_get(addr: &str, path: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.expect("read");
+    response
+}
+
+fn publish(addr: &str, channel: &str, params: &str) -> std::process::Output {
+    Command::new(BIN)
+        .args(["publish", channel, params, "--url", &format!("http://{addr}")])
+        .output()
+        .expect("run switchboard publish")
+}
+
+#[tokio::test]
+async fn serve_page_ticker_and_publish() {
+    let server = serve(&[]).await;
+
+    let page = http_get(&server.addr, "/").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.contains("Type message...") && page.contains("Send"),
+        "the demo page"
+    );
+    assert!(http_get(&server.addr, "/switchboard.js")
+        .await
+        .starts_with("HTTP/1.1 200"));
+
+    // The WebSocket at /ws, and at / for SocketAPI clients.
+    for path in ["/ws", "/"] {
+        let (_ws, mut rx) = client(&format!("ws://{}{path}", server.addr)).await;
+        let _ = _ws.send_text(json!({"type": "subscribe", "channel": "ticker", "id": 1}).to_string());
+        assert_eq!(
+            next(&mut rx).await,
+            json!({"type": "subscribed", "channel": "ticker", "id": 1})
+        );
+        let tick = next(&mut rx).await;
+        assert_eq!(tick["channel"], "ticker");
+        assert!(tick["data"]["seq"].as_u64().is_some(), "{tick}");
+    }
+
+    let (ws, mut rx) = client(&format!("ws://{}/ws", server.addr)).await;
+    let _ = ws.send_text(json!({"type": "subscribe", "channel": "chat"}).to_string());
+    assert_eq!(next(&mut rx).await, json!({"type": "subscribed", "channel": "chat"}));
+    let out = publish(&server.addr, "chat", r#"{"user": "cli", "text": "hello"}"#);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "published on 'chat'");
+    assert_eq!(
+        next(&mut rx).await,
+        json!({"type": "data", "channel": "chat", "data": {"user": "cli", "text": "hello"}})
+    );
+
+    let out = publish(&server.addr, "nope", "{}");
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "switchboard: Channel 'nope' not found."
+    );
+    let out = publish(&server.addr, "chat", "not json");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PARAMS is not valid JSON"));
+
+    let metrics = http_get(&server.addr, "/metrics").await;
+    assert!(metrics.contains("switchboard_publications_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn serve_reads_a_config_file_and_reports_bad_ones() {
+    let dir = std::env::temp_dir().join(format!("switchboard-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "broadcast_token = \"s3cret\"\nticker_interval_ms = 50\n").expect("write");
+    let server = serve(&["--config", good.to_str().expect("path")]).await;
+    let out = publish(&server.addr, "chat", r#"{"text": "x"}"#);
+    assert!(!out.status.success(), "the token from the file is required");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bearer token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args([
+            "publish",
+            "chat",
+            r#"{"text": "x"}"#,
+            "--token",
+            "s3cret",
+            "--url",
+            &format!("http://{}", server.addr),
+        ])
+        .output()
+        .expect("publish");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "bnid = \"127.0.0.1:1\"\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["serve", "--config", bad.to_str().expect("path")])
+        .output()
+        .expect("serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid config") && err.contains("bnid"), "{err}");
+    let out = Command::new(BIN)
+        .args(["serve", "--broker", "nats://x"])
+        .output()
+        .expect("serve");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown broker 'nats://x'"));
+}
