@@ -63,6 +63,16 @@ where
     let mut close_deadline: Option<Instant> = None;
     let mut sent_close: Option<CloseFrame> = None;
     let mut received_close: Option<CloseFrame> = None;
+    let timer = sleep_until(last_heard + config.idle_timeout);
+    tokio::pin!(timer);
+    let stopping = async {
+        match shutdown {
+            Some(shutdown) => shutdown.triggered().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(stopping);
+    let mut stop_seen = false;
 
     loop {
         // 1. Write everything queued since the last turn, in one flush.
@@ -120,34 +130,38 @@ where
             continue;
         }
 
-        // 2. Wait for the peer, the queue, or a timer.
+        // 2. Wait for the peer, the queue, or a timer. The timer is re-armed only when it must
+        // fire earlier or has fired: moving it on every message would cost a timer-wheel update
+        // per message; a stale wake-up just finds nothing due.
         let idle_deadline = match (config.ping_interval, pinged) {
             (Some(interval), false) => last_heard + interval.min(config.idle_timeout),
             _ => last_heard + config.idle_timeout,
         };
         let deadline = close_deadline.map_or(idle_deadline, |d| d.min(idle_deadline));
-        let server_stopping = async {
-            match shutdown {
-                Some(shutdown) => shutdown.triggered().await,
-                None => std::future::pending().await,
-            }
-        };
+        if timer.is_elapsed() || deadline < timer.deadline() {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             _ = shared.wake.notified() => {}
             // The server is shutting down: close with 1001 and finish the handshake (close_timeout).
-            _ = server_stopping, if close_deadline.is_none() => {
+            _ = &mut stopping, if close_deadline.is_none() && !stop_seen => {
+                stop_seen = true;
                 let _ = ws.close(1001, "server shutting down");
             }
-            _ = sleep_until(deadline) => {
-                if close_deadline.is_some_and(|d| Instant::now() >= d) {
+            _ = &mut timer => {
+                let now = Instant::now();
+                if close_deadline.is_some_and(|d| now >= d) {
                     return sent_close.unwrap_or(CloseFrame { code: 1006, reason: "close timeout".into(), by_peer: false });
                 }
-                if last_heard.elapsed() >= config.idle_timeout {
+                let silent = now.duration_since(last_heard);
+                if silent >= config.idle_timeout {
                     tracing::info!(conn = ws.id(), "dropping idle peer: nothing received for {:?}", config.idle_timeout);
                     return CloseFrame { code: 1006, reason: "idle timeout".into(), by_peer: false };
                 }
-                pinged = true;
-                let _ = ws.ping(bytes::Bytes::new());
+                if !pinged && config.ping_interval.is_some_and(|interval| silent >= interval) {
+                    pinged = true;
+                    let _ = ws.ping(bytes::Bytes::new());
+                }
             }
             frame = stream.next() => match frame {
                 None => {
@@ -235,6 +249,9 @@ where
     tokio::pin!(write);
     loop {
         tokio::select! {
+            // Most writes complete at once: polling the write first means the wake-up below is
+            // only registered (a lock in `Notify`) when the socket is actually full.
+            biased;
             result = &mut write => return result,
             // A slow consumer is aborted even while its flush is stuck.
             _ = ws.shared.wake.notified() => {
