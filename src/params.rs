@@ -2,6 +2,7 @@
 //! `"123"` is accepted for an integer, `3.0` for an integer, `"true"` for a boolean.
 
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{Number, Value};
 
 /// The parameters did not validate against the channel's or action's type.
@@ -11,7 +12,9 @@ pub(crate) struct InvalidParams;
 /// Deserializes `P` from `params`; if that fails, once more with the top-level fields coerced the
 /// way pydantic's lax mode does.
 pub(crate) fn from_params<P: DeserializeOwned>(params: Value) -> Result<P, InvalidParams> {
-    if let Ok(p) = serde_json::from_value::<P>(params.clone()) {
+    // Deserializing from a borrowed `Value` keeps `params` for the lax retries without cloning it
+    // on the common path.
+    if let Ok(p) = P::deserialize(&params) {
         return Ok(p);
     }
     let Value::Object(object) = params else {
