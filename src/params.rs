@@ -2,7 +2,6 @@
 //! `"123"` is accepted for an integer, `3.0` for an integer, `"true"` for a boolean.
 
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::{Number, Value};
 
 /// The parameters did not validate against the channel's or action's type.
