@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -145,11 +146,14 @@ impl std::fmt::Debug for Remover {
 
 /// Runs handlers in order until one returns a value or an error, then calls `done` with it.
 pub(crate) fn run(handlers: Vec<EventHandler>, payload: Value, done: impl FnOnce(Reply) + Send + 'static) {
+    // A panicking handler becomes an error reply: a request is always answered.
+    let panicked = || Err("handler panicked".to_owned());
     if handlers.iter().all(|h| matches!(h, EventHandler::Sync(_))) {
         let mut reply = Ok(None);
         for handler in &handlers {
             if let EventHandler::Sync(f) = handler {
-                reply = f(payload.clone());
+                reply =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| f(payload.clone()))).unwrap_or_else(|_| panicked());
                 if !matches!(reply, Ok(None)) {
                     break;
                 }
@@ -161,8 +165,13 @@ pub(crate) fn run(handlers: Vec<EventHandler>, payload: Value, done: impl FnOnce
         let mut reply = Ok(None);
         for handler in &handlers {
             reply = match handler {
-                EventHandler::Sync(f) => f(payload.clone()),
-                EventHandler::Async(f) => f(payload.clone()).await,
+                EventHandler::Sync(f) => {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| f(payload.clone()))).unwrap_or_else(|_| panicked())
+                }
+                EventHandler::Async(f) => AssertUnwindSafe(f(payload.clone()))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| panicked()),
             };
             if !matches!(reply, Ok(None)) {
                 break;

@@ -77,6 +77,22 @@ impl Session {
         };
         let topic = def.topic(&prepared.key);
         let shared = &self.node.shared;
+        if self.topics.contains(&topic) {
+            // Already subscribed: answer as before, without asking the broker again (which, if
+            // it were down, would report an error for a subscription that stays in place).
+            let ack = Outbound {
+                kind: "subscribed",
+                channel: Some(name),
+                id,
+                ..Default::default()
+            }
+            .encode();
+            reply(ws, ack);
+            if def.default_response {
+                reply(ws, protocol::data(name, &initial));
+            }
+            return;
+        }
         shared.hub.reserve(&topic);
         if let Err(err) = shared.broker.subscribe(&topic).await {
             if shared.hub.release(&topic) {
@@ -108,8 +124,15 @@ impl Session {
                 .ok()
                 .and_then(|params| def.prepare(params).ok())
                 .map(|p| p.key);
+            let without_params = match data {
+                None | Some(Value::Null) => true,
+                Some(Value::Object(given)) => given.is_empty(),
+                Some(_) => false,
+            };
             let topics: Vec<String> = match key {
                 Some(key) if !def.required.is_empty() => vec![def.topic(&key)],
+                // Parameters given but not valid name no subscription: leave nothing.
+                None if !def.required.is_empty() && !without_params => Vec::new(),
                 _ => self.topics.iter().filter(|t| belongs_to(t, &def)).cloned().collect(),
             };
             for topic in topics {

@@ -5,8 +5,10 @@ use super::socket::{Outbound, Queue};
 use super::{CloseFrame, Config, Handler, Text, WebSocket};
 use crate::Shutdown;
 use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, Instant};
@@ -34,13 +36,22 @@ pub(crate) async fn run<S, H>(
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: Handler,
 {
-    Box::pin(handler.on_open(&ws)).await;
-    let close = drive(&mut stream, &ws, &mut handler, &config, shutdown.as_ref()).await;
+    let opened = guarded(&ws, "on_open", handler.on_open(&ws)).await;
+    let close = if opened {
+        drive(&mut stream, &ws, &mut handler, &config, shutdown.as_ref()).await
+    } else {
+        let _ = tokio::time::timeout(Duration::from_millis(100), stream.send(internal_error())).await;
+        CloseFrame {
+            code: 1011,
+            reason: "internal error".into(),
+            by_peer: false,
+        }
+    };
     tracing::debug!(conn = ws.id(), code = close.code, reason = %close.reason, by_peer = close.by_peer, "websocket closed");
     ws.mark_ended();
     // Close TCP now, not after the application's on_close.
     drop(stream);
-    Box::pin(handler.on_close(&ws, close)).await;
+    guarded(&ws, "on_close", handler.on_close(&ws, close)).await;
     ws.mark_finished();
 }
 
@@ -77,8 +88,11 @@ where
     loop {
         // 1. Write everything queued since the last turn, in one flush.
         let (close_request, abort) = take_queue(&mut shared.queue.lock(), &mut batch);
-        // A close already sent is not sent again.
+        // A close already sent is not sent again, and nothing is written after it.
         let close_request = close_request.filter(|_| close_deadline.is_none());
+        if close_deadline.is_some() {
+            batch.clear();
+        }
         if abort {
             // The peer stopped reading: try to tell it why, but do not wait on it.
             if let Some((code, reason)) = close_request {
@@ -181,6 +195,7 @@ where
                         }
                         sent_close = Some(CloseFrame { code: error_close_code(&err), reason: err.to_string(), by_peer: false });
                         close_deadline = Some(Instant::now() + config.close_timeout);
+                        refuse_sends(ws, error_close_code(&err), &err.to_string());
                     }
                     if matches!(err, tokio_websockets::Error::Io(_)) {
                         return sent_close.unwrap_or(CloseFrame { code: 1006, reason: err.to_string(), by_peer: false });
@@ -189,7 +204,41 @@ where
                 Some(Ok(message)) => {
                     last_heard = Instant::now();
                     pinged = false;
-                    dispatch(message, ws, handler, &mut received_close, sent_close.is_some()).await;
+                    let closing = sent_close.is_some();
+                    // While the handler awaits (an action, a subscribe through the broker), what is
+                    // queued for this peer keeps going out: a slow handler must not turn a healthy
+                    // reader into a "slow consumer".
+                    let completed = {
+                        let call = dispatch(message, ws, handler, &mut received_close, closing);
+                        tokio::pin!(call);
+                        loop {
+                            tokio::select! {
+                                biased;
+                                ok = &mut call => break Some(ok),
+                                _ = shared.wake.notified() => {
+                                    let (_, abort) = take_queue(&mut shared.queue.lock(), &mut batch);
+                                    if close_deadline.is_some() {
+                                        batch.clear();
+                                    }
+                                    if abort || write_batch(stream, &mut batch, ws).await.is_err() {
+                                        // The main loop reports how the connection failed.
+                                        break None;
+                                    }
+                                }
+                            }
+                        }
+                    };
+                    if completed == Some(false) {
+                        let _ = ws.close(1011, "internal error");
+                    }
+                    if let Some(close) = &received_close {
+                        if close_deadline.is_none() {
+                            // The codec has queued the echo of the peer's close; it goes out with the
+                            // next poll of the stream, and nothing may follow it.
+                            refuse_sends(ws, close.code, &close.reason);
+                            close_deadline = Some(Instant::now() + config.close_timeout);
+                        }
+                    }
                 }
             }
         }
@@ -286,13 +335,38 @@ where
     stream.get_mut().write_all(bytes).await.map_err(|e| e.to_string())
 }
 
+/// Runs one handler callback; a panic in it is caught and logged so that the connection still
+/// ends properly (`on_close` runs, subscriptions are released) instead of leaking. Returns false
+/// if it panicked.
+async fn guarded(ws: &WebSocket, callback: &str, call: impl Future<Output = ()> + Send) -> bool {
+    match AssertUnwindSafe(Box::pin(call)).catch_unwind().await {
+        Ok(()) => true,
+        Err(_) => {
+            tracing::error!(
+                conn = ws.id(),
+                callback,
+                "handler panicked; closing the connection with 1011"
+            );
+            false
+        }
+    }
+}
+
+fn internal_error() -> Message {
+    Message::close(
+        Some(tokio_websockets::CloseCode::INTERNAL_SERVER_ERROR),
+        "internal error",
+    )
+}
+
+/// Hands one message to the handler. Returns false if the handler panicked.
 async fn dispatch<H: Handler>(
     message: Message,
     ws: &WebSocket,
     handler: &mut H,
     received_close: &mut Option<CloseFrame>,
     closing: bool,
-) {
+) -> bool {
     if message.is_close() {
         let (code, reason) = message
             .as_close()
@@ -302,22 +376,36 @@ async fn dispatch<H: Handler>(
             reason,
             by_peer: !closing,
         });
-        return;
+        return true;
     }
     if closing {
         // After our close frame the application is done with the connection; data is discarded.
-        return;
+        return true;
     }
     if message.is_text() {
         let bytes: bytes::Bytes = message.into_payload().into();
-        Box::pin(handler.on_message(ws, Text::from_validated(bytes))).await;
+        guarded(ws, "on_message", handler.on_message(ws, Text::from_validated(bytes))).await
     } else if message.is_binary() {
-        Box::pin(handler.on_bytes(ws, message.into_payload().into())).await;
+        guarded(ws, "on_bytes", handler.on_bytes(ws, message.into_payload().into())).await
     } else if message.is_ping() {
-        Box::pin(handler.on_ping(ws, message.into_payload().into())).await;
+        guarded(ws, "on_ping", handler.on_ping(ws, message.into_payload().into())).await
     } else if message.is_pong() {
-        Box::pin(handler.on_pong(ws, message.into_payload().into())).await;
+        guarded(ws, "on_pong", handler.on_pong(ws, message.into_payload().into())).await
+    } else {
+        true
     }
+}
+
+/// After a close frame went out or came in, nothing more may be sent: later sends are refused
+/// and whatever is still queued is dropped (a data frame after a close frame breaks RFC 6455 §5.5.1).
+fn refuse_sends(ws: &WebSocket, code: u16, reason: &str) {
+    let mut q = ws.shared.queue.lock();
+    if q.close.is_none() {
+        let code = tokio_websockets::CloseCode::try_from(code).unwrap_or(tokio_websockets::CloseCode::NORMAL_CLOSURE);
+        q.close = Some((code, reason.to_owned()));
+    }
+    q.items.clear();
+    q.bytes = 0;
 }
 
 fn error_close_code(err: &tokio_websockets::Error) -> u16 {
