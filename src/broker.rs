@@ -40,6 +40,11 @@ impl Delivery {
         }
     }
 
+    /// True if this node has local interest in `topic` (one shard lookup, no copy).
+    pub fn has_topic(&self, topic: &str) -> bool {
+        self.hub.has_topic(topic)
+    }
+
     /// The topics this node has local subscribers for (to restore subscriptions after a reconnect).
     pub fn topics(&self) -> Vec<String> {
         self.hub.topics()

@@ -210,7 +210,7 @@ impl Broker for RedisBroker {
         let Some(interest) = subs.topics.get(topic) else { return };
         if interest.touched.elapsed() < RECENT {
             let delivery = self.shared.delivery.get();
-            if delivery.is_some_and(|d| d.topics().iter().any(|t| t == topic)) {
+            if delivery.is_some_and(|d| d.has_topic(topic)) {
                 return;
             }
         }

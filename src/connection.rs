@@ -17,7 +17,9 @@ struct Inner {
     ws: WebSocket,
     /// Open channels by id. A channel leaves this map when it closes, which also breaks the
     /// channel → connection → channel reference cycle.
-    channels: Mutex<HashMap<String, Duplex>>,
+    /// `None` once the connection has ended: a channel registered after that would never be
+    /// closed (and would keep the connection alive), so registration is refused under this lock.
+    channels: Mutex<Option<HashMap<String, Duplex>>>,
 }
 
 impl Connection {
@@ -25,7 +27,7 @@ impl Connection {
         Self {
             inner: Arc::new(Inner {
                 ws,
-                channels: Mutex::new(HashMap::new()),
+                channels: Mutex::new(Some(HashMap::new())),
             }),
         }
     }
@@ -69,7 +71,8 @@ impl Connection {
         if self.inner.ws.is_closed() {
             return None;
         }
-        let mut channels = self.inner.channels.lock();
+        let mut guard = self.inner.channels.lock();
+        let channels = guard.as_mut()?;
         if channels.contains_key(id) {
             return None;
         }
@@ -80,17 +83,23 @@ impl Connection {
 
     /// The open channel with this id.
     pub fn channel(&self, id: &str) -> Option<Duplex> {
-        self.inner.channels.lock().get(id).cloned()
+        self.inner
+            .channels
+            .lock()
+            .as_ref()
+            .and_then(|channels| channels.get(id).cloned())
     }
 
     pub(crate) fn forget_channel(&self, id: &str) {
-        self.inner.channels.lock().remove(id);
+        if let Some(channels) = self.inner.channels.lock().as_mut() {
+            channels.remove(id);
+        }
     }
 
     /// Closes every channel without telling the client (the connection is gone).
     pub(crate) fn close_all(&self) {
-        let channels: Vec<Duplex> = self.inner.channels.lock().drain().map(|(_, c)| c).collect();
-        for channel in channels {
+        let channels = self.inner.channels.lock().take().unwrap_or_default();
+        for channel in channels.into_values() {
             channel.shut();
         }
     }

@@ -108,6 +108,11 @@ impl Hub {
         delivered
     }
 
+    /// True if `topic` has local subscribers or pending subscriptions.
+    pub fn has_topic(&self, topic: &str) -> bool {
+        self.shard(topic).read().contains_key(topic)
+    }
+
     /// The topics with local subscribers (used by a broker to restore its subscriptions).
     pub fn topics(&self) -> Vec<String> {
         self.shards
