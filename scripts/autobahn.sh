@@ -27,7 +27,10 @@ echo "== autobahn: client (autobahn_client example)"
 FUZZ_PID=$!
 for _ in $(seq 50); do (echo > /dev/tcp/127.0.0.1/$PORT_C) 2>/dev/null && break; sleep 0.1; done
 "$BIN/autobahn_client" --server ws://127.0.0.1:$PORT_C --agent switchboard > "$OUT/autobahn_client.log" 2>&1
-for _ in $(seq 100); do [ -f "$OUT/client/index.json" ] && break; sleep 0.1; done
+# The fuzzing server writes its reports after the last connection; wait until it says so (the
+# file appears before it is complete).
+for _ in $(seq 300); do grep -q "wrote reports" "$OUT/client.log" 2>/dev/null && break; sleep 0.1; done
+sleep 0.2
 kill $FUZZ_PID 2>/dev/null || true
 
 python3 - "$OUT/server/index.json" "$OUT/client/index.json" <<'PY'
