@@ -2,7 +2,10 @@
 //! server started in-process, and against a hand-written server on raw TCP that sends malformed
 //! frames or stops answering.
 
+mod raw_frames;
+
 use base64::Engine;
+use raw_frames::{encode, parse, Frame};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use switchboard::ws::{self, CloseFrame, Config, ConnectError, Handler, SendError, Text, WebSocket};
@@ -117,47 +120,6 @@ async fn start_server() -> (SocketAddr, Events, Shutdown) {
 // ---------------------------------------------------------------------------------------------
 // A hand-written server on raw TCP.
 
-#[derive(Debug)]
-struct Frame {
-    fin: bool,
-    opcode: u8,
-    masked: bool,
-    payload: Vec<u8>,
-}
-
-impl Frame {
-    fn close(&self) -> (u16, String) {
-        assert_eq!(self.opcode, 8, "expected a close frame, got {self:?}");
-        let code = u16::from_be_bytes([self.payload[0], self.payload[1]]);
-        (code, String::from_utf8(self.payload[2..].to_vec()).unwrap())
-    }
-}
-
-/// Encodes one frame, masked with `mask` if given (servers must not mask).
-fn encode(b0: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    let mut out = vec![b0];
-    let m = if mask.is_some() { 0x80 } else { 0 };
-    match payload.len() {
-        n if n < 126 => out.push(m | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(m | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(m | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    match mask {
-        Some(k) => {
-            out.extend_from_slice(&k);
-            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ k[i % 4]));
-        }
-        None => out.extend_from_slice(payload),
-    }
-    out
-}
-
 struct RawServer {
     tcp: TcpStream,
     buf: Vec<u8>,
@@ -219,37 +181,9 @@ impl RawServer {
     /// The next frame, or None at EOF.
     async fn frame(&mut self) -> Option<Frame> {
         loop {
-            if self.buf.len() >= 2 {
-                let (b0, b1) = (self.buf[0], self.buf[1]);
-                let (len, mut off) = match b1 & 0x7f {
-                    126 if self.buf.len() >= 4 => (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4),
-                    127 if self.buf.len() >= 10 => {
-                        (u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize, 10)
-                    }
-                    126 | 127 => (usize::MAX, 0),
-                    n => (n as usize, 2),
-                };
-                let masked = b1 & 0x80 != 0;
-                let mask_len = if masked { 4 } else { 0 };
-                if len != usize::MAX && self.buf.len() >= off + mask_len + len {
-                    let mut mask = [0u8; 4];
-                    if masked {
-                        mask.copy_from_slice(&self.buf[off..off + 4]);
-                        off += 4;
-                    }
-                    let mut payload = self.buf[off..off + len].to_vec();
-                    for (i, b) in payload.iter_mut().enumerate() {
-                        *b ^= mask[i % 4];
-                    }
-                    self.buf.drain(..off + len);
-                    assert_eq!(b0 & 0x70, 0, "client set reserved bits");
-                    return Some(Frame {
-                        fin: b0 & 0x80 != 0,
-                        opcode: b0 & 0x0f,
-                        masked,
-                        payload,
-                    });
-                }
+            if let Some(frame) = parse(&mut self.buf) {
+                assert_eq!(frame.rsv, 0, "client set reserved bits");
+                return Some(frame);
             }
             let mut chunk = vec![0u8; 64 * 1024];
             let n = match timeout(WAIT, self.tcp.read(&mut chunk)).await.expect("read timed out") {
