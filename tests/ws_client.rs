@@ -322,7 +322,10 @@ async fn connect_errors() {
     // Not a WebSocket endpoint: the server answers 404.
     let (addr, _server, _shutdown) = start_server().await;
     let r = ws::connect(&format!("ws://{addr}/nope"), recorder(false).0, quick_config()).await;
-    assert!(matches!(r, Err(ConnectError::Failed { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(ConnectError::Rejected { ref reason, .. }) if reason == "expected 101 Switching Protocols, got 404 Not Found"),
+        "{r:?}"
+    );
 
     // A server that accepts TCP and never answers the handshake.
     let (listener, url) = RawServer::listen().await;

@@ -1,7 +1,20 @@
 //! The client side: connect to a `ws://` URL and drive the connection with the same [`Handler`].
+//!
+//! The opening handshake is a single HTTP/1.1 request and response (RFC 6455 §4.1), done here so
+//! that the bytes a server sends right behind its 101 are kept for the frame decoder.
 
+use super::frame::Role;
+use super::io::Io;
+use super::upgrade::{accept_key, header_has_token};
 use super::{connection, Config, Handler, Handshake, WebSocket};
-use http::Uri;
+use base64::Engine;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest handshake response accepted.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
 /// Why a client could not connect.
 #[derive(Debug, thiserror::Error)]
@@ -12,13 +25,21 @@ pub enum ConnectError {
     /// The server did not complete the handshake within the configured timeout.
     #[error("the WebSocket handshake with {0} timed out")]
     Timeout(String),
-    /// The TCP connection or the handshake failed.
+    /// The TCP connection failed or broke during the handshake.
     #[error("could not connect to {url}: {source}")]
     Failed {
         /// The URL.
         url: String,
         /// What went wrong.
-        source: tokio_websockets::Error,
+        source: std::io::Error,
+    },
+    /// The server answered, but not with a valid WebSocket upgrade.
+    #[error("{url} refused the WebSocket upgrade: {reason}")]
+    Rejected {
+        /// The URL.
+        url: String,
+        /// The status line or the header that was wrong.
+        reason: String,
     },
 }
 
@@ -42,31 +63,103 @@ pub enum ConnectError {
 /// ```
 pub async fn connect<H: Handler>(url: &str, handler: H, config: Config) -> Result<WebSocket, ConnectError> {
     let uri: Uri = url.parse().map_err(|_| ConnectError::InvalidUrl(url.to_owned()))?;
-    if uri.scheme_str() != Some("ws") || uri.host().is_none() {
+    let Some(host) = uri.host().filter(|_| uri.scheme_str() == Some("ws")) else {
         return Err(ConnectError::InvalidUrl(url.to_owned()));
-    }
-    let builder = tokio_websockets::ClientBuilder::from_uri(uri.clone())
-        .limits(config.limits())
-        .config(config.codec());
-    let (stream, response) = tokio::time::timeout(config.handshake_timeout, builder.connect())
+    };
+    let port = uri.port_u16().unwrap_or(80);
+    let (io, headers, peer) = tokio::time::timeout(config.handshake_timeout, handshake(&uri, host, port))
         .await
         .map_err(|_| ConnectError::Timeout(url.to_owned()))?
-        .map_err(|source| ConnectError::Failed {
-            url: url.to_owned(),
-            source,
+        .map_err(|err| match err {
+            HandshakeError::Io(source) => ConnectError::Failed {
+                url: url.to_owned(),
+                source,
+            },
+            HandshakeError::Rejected(reason) => ConnectError::Rejected {
+                url: url.to_owned(),
+                reason,
+            },
         })?;
-    #[allow(unreachable_patterns)]
-    let peer = match stream.get_ref() {
-        tokio_websockets::MaybeTlsStream::Plain(tcp) => tcp.peer_addr().ok(),
-        _ => None,
-    };
-    let handshake = Handshake {
-        uri,
-        headers: response.headers().clone(),
-        peer,
-    };
+    let handshake = Handshake { uri, headers, peer };
     let ws = WebSocket::new(handshake, config.max_backpressure);
     let task_ws = ws.clone();
-    tokio::spawn(connection::run(stream, task_ws, handler, config, None));
+    tokio::spawn(connection::run(io, Role::Client, task_ws, handler, config, None));
     Ok(ws)
+}
+
+enum HandshakeError {
+    Io(std::io::Error),
+    Rejected(String),
+}
+
+impl From<std::io::Error> for HandshakeError {
+    fn from(err: std::io::Error) -> Self {
+        HandshakeError::Io(err)
+    }
+}
+
+async fn handshake(
+    uri: &Uri,
+    host: &str,
+    port: u16,
+) -> Result<(Io, HeaderMap, Option<std::net::SocketAddr>), HandshakeError> {
+    // An IPv6 literal comes bracketed in the URL; connect() wants it bare.
+    let mut tcp = TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port)).await?;
+    let _ = tcp.set_nodelay(true);
+    let peer = tcp.peer_addr().ok();
+    let key = base64::engine::general_purpose::STANDARD.encode(fastrand::u128(..).to_ne_bytes());
+    let authority = uri.authority().map_or(host, |a| a.as_str());
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let request = format!(
+        "GET {target} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await?;
+
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if tcp.read_buf(&mut buf).await? == 0 {
+            return Err(HandshakeError::Rejected("connection closed during the handshake".into()));
+        }
+        let mut header_storage = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut header_storage);
+        let head_len = match response.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => continue,
+            Ok(httparse::Status::Partial) => return Err(HandshakeError::Rejected("response head too large".into())),
+            Err(err) => return Err(HandshakeError::Rejected(format!("invalid HTTP response: {err}"))),
+        };
+        if response.code != Some(101) {
+            return Err(HandshakeError::Rejected(format!(
+                "expected 101 Switching Protocols, got {} {}",
+                response.code.unwrap_or(0),
+                response.reason.unwrap_or("")
+            )));
+        }
+        let mut headers = HeaderMap::new();
+        for h in response.headers.iter() {
+            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value)) {
+                headers.append(name, value);
+            }
+        }
+        check_response(&headers, &key)?;
+        let rest = buf.split_off(head_len);
+        let prefix = (!rest.is_empty()).then(|| Bytes::from(rest.to_vec()));
+        return Ok((Io::Tcp { prefix, io: tcp }, headers, peer));
+    }
+}
+
+/// RFC 6455 §4.1: the server must agree to upgrade and prove it read our key.
+fn check_response(headers: &HeaderMap, key: &str) -> Result<(), HandshakeError> {
+    if !header_has_token(headers, http::header::UPGRADE, "websocket") {
+        return Err(HandshakeError::Rejected("missing 'Upgrade: websocket' header".into()));
+    }
+    if !header_has_token(headers, http::header::CONNECTION, "upgrade") {
+        return Err(HandshakeError::Rejected("missing 'Connection: Upgrade' header".into()));
+    }
+    let expected = accept_key(key.as_bytes());
+    if headers.get(http::header::SEC_WEBSOCKET_ACCEPT).map(HeaderValue::as_bytes) != Some(expected.as_bytes()) {
+        return Err(HandshakeError::Rejected("wrong or missing Sec-WebSocket-Accept".into()));
+    }
+    Ok(())
 }

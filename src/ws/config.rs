@@ -50,13 +50,3 @@ impl Default for Config {
         }
     }
 }
-
-impl Config {
-    pub(crate) fn limits(&self) -> tokio_websockets::Limits {
-        tokio_websockets::Limits::default().max_payload_len(Some(self.max_message_size))
-    }
-
-    pub(crate) fn codec(&self) -> tokio_websockets::Config {
-        tokio_websockets::Config::default().frame_size(self.max_frame_size.max(1))
-    }
-}

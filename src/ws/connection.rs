@@ -1,18 +1,24 @@
-//! The task that drives one connection: reads frames into the handler, writes the queue in batches,
-//! pings idle peers and finishes the close handshake.
+//! The task that drives one connection: decodes what the peer sends into handler calls, writes the
+//! queue in batches, pings idle peers and finishes the close handshake.
 
+use super::decoder::{Decoder, Inbound, ProtocolError};
+use super::frame::{self, Role, CLOSE};
+use super::io::Io;
 use super::socket::{Outbound, Queue};
 use super::{CloseFrame, Config, Handler, Text, WebSocket};
 use crate::Shutdown;
-use bytes::BytesMut;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use std::collections::VecDeque;
-use std::future::Future;
+use std::future::{poll_fn, Future};
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{ready, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::time::{sleep_until, Instant};
-use tokio_websockets::{Message, WebSocketStream};
 
 /// A drained queue larger than this is freed instead of kept for reuse, so a burst does not pin
 /// memory on a connection that then goes idle.
@@ -21,26 +27,36 @@ const KEEP_QUEUE_CAPACITY: usize = 16;
 /// Corked frames are written once they reach this size; a larger frame is written on its own.
 const CORK_LIMIT: usize = 64 * 1024;
 
+/// Bytes taken from the socket per read. The buffer is on the stack of the poll that reads, so
+/// it costs nothing per connection while the connection waits.
+const READ_CHUNK: usize = 32 * 1024;
+
 /// Runs the connection to its end. `on_open` first, `on_close` last, exactly once each.
 ///
 /// Handler futures are boxed: an idle connection's task then holds only this loop's state, not
 /// room for the largest handler future (which was most of a 2.7 KiB task); the cost is one
 /// allocation per *inbound* message, never per publication.
-pub(crate) async fn run<S, H>(
-    mut stream: WebSocketStream<S>,
+pub(crate) async fn run<H: Handler>(
+    io: Io,
+    role: Role,
     ws: WebSocket,
     mut handler: H,
     config: Config,
     shutdown: Option<Shutdown>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-    H: Handler,
-{
+) {
+    let mut wire = Wire {
+        io,
+        role,
+        max_frame_size: config.max_frame_size.max(1),
+        decoder: Decoder::new(role, config.max_message_size),
+        inbox: VecDeque::new(),
+        error: None,
+    };
     let opened = guarded(&ws, "on_open", handler.on_open(&ws)).await;
     let close = if opened {
-        drive(&mut stream, &ws, &mut handler, &config, shutdown.as_ref()).await
+        drive(&mut wire, &ws, &mut handler, &config, shutdown.as_ref()).await
     } else {
-        let _ = tokio::time::timeout(Duration::from_millis(100), stream.send(internal_error())).await;
+        let _ = tokio::time::timeout(Duration::from_millis(100), wire.send_close(1011, "internal error")).await;
         CloseFrame {
             code: 1011,
             reason: "internal error".into(),
@@ -50,22 +66,149 @@ pub(crate) async fn run<S, H>(
     tracing::debug!(conn = ws.id(), code = close.code, reason = %close.reason, by_peer = close.by_peer, "websocket closed");
     ws.mark_ended();
     // Close TCP now, not after the application's on_close.
-    drop(stream);
+    drop(wire);
     guarded(&ws, "on_close", handler.on_close(&ws, close)).await;
     ws.mark_finished();
 }
 
-async fn drive<S, H>(
-    stream: &mut WebSocketStream<S>,
+/// The socket with the protocol state of both directions.
+struct Wire {
+    io: Io,
+    role: Role,
+    max_frame_size: usize,
+    decoder: Decoder,
+    /// Messages decoded from the last read, handed to the handler one at a time.
+    inbox: VecDeque<Inbound>,
+    /// A protocol violation found in the last read, acted on once the inbox is empty.
+    error: Option<ProtocolError>,
+}
+
+impl Wire {
+    /// Reads once and decodes what came. Returns the number of bytes read (0: end of stream).
+    async fn read(&mut self) -> io::Result<usize> {
+        poll_fn(|cx| {
+            let mut scratch = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut buf = ReadBuf::uninit(&mut scratch);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+            let data = buf.filled();
+            if let Err(err) = self.decoder.decode(data, &mut self.inbox) {
+                self.error.get_or_insert(err);
+            }
+            Poll::Ready(Ok(data.len()))
+        })
+        .await
+    }
+
+    /// Writes the batch: small frames are copied into one buffer (allocated for this batch only)
+    /// and written with one syscall; a large frame goes out on its own, header and payload in one
+    /// vectored write.
+    async fn write_batch(&mut self, batch: &mut VecDeque<Outbound>) -> io::Result<()> {
+        let mut cork = BytesMut::new();
+        while let Some(item) = batch.pop_front() {
+            match item {
+                Outbound::Frame(frame) if frame.len() >= CORK_LIMIT => {
+                    self.write_out(&mut cork, &frame).await?;
+                }
+                Outbound::Frame(frame) => cork.extend_from_slice(&frame),
+                Outbound::Message { opcode, payload } => self.put_message(&mut cork, opcode, &payload).await?,
+            }
+            if cork.len() >= CORK_LIMIT {
+                self.write_out(&mut cork, &[]).await?;
+            }
+        }
+        self.write_out(&mut cork, &[]).await?;
+        self.io.flush().await
+    }
+
+    /// Frames one message into `cork`, split into frames of at most `max_frame_size`.
+    async fn put_message(&mut self, cork: &mut BytesMut, opcode: u8, payload: &[u8]) -> io::Result<()> {
+        let mut chunks = payload.chunks(self.max_frame_size).peekable();
+        let mut frame_opcode = opcode;
+        if chunks.peek().is_none() {
+            frame::put_frame(cork, true, opcode, &[], self.mask());
+            return Ok(());
+        }
+        while let Some(chunk) = chunks.next() {
+            let fin = chunks.peek().is_none();
+            match self.mask() {
+                // Our own large payload is not copied: header and payload in one vectored write.
+                None if chunk.len() >= CORK_LIMIT => {
+                    frame::put_header(cork, fin, frame_opcode, chunk.len(), None);
+                    self.write_out(cork, chunk).await?;
+                }
+                mask => frame::put_frame(cork, fin, frame_opcode, chunk, mask),
+            }
+            frame_opcode = frame::CONTINUATION;
+            if cork.len() >= CORK_LIMIT {
+                self.write_out(cork, &[]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A client masks every frame with a fresh key (RFC 6455 §5.3); a server never does.
+    fn mask(&self) -> Option<[u8; 4]> {
+        (self.role == Role::Client).then(|| fastrand::u32(..).to_ne_bytes())
+    }
+
+    /// Writes `cork` then `tail`, in one vectored write when both are there, and empties `cork`.
+    async fn write_out(&mut self, cork: &mut BytesMut, tail: &[u8]) -> io::Result<()> {
+        let (mut head, mut tail) = (&cork[..], tail);
+        while !head.is_empty() && !tail.is_empty() {
+            let n = self.io.write_vectored(&[IoSlice::new(head), IoSlice::new(tail)]).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            if n < head.len() {
+                head = &head[n..];
+            } else {
+                tail = &tail[n - head.len()..];
+                head = &[];
+            }
+        }
+        self.io.write_all(head).await?;
+        self.io.write_all(tail).await?;
+        cork.clear();
+        Ok(())
+    }
+
+    async fn send_close(&mut self, code: u16, reason: &str) -> io::Result<()> {
+        let payload = close_payload(code, reason);
+        let mut batch = VecDeque::from([Outbound::Message {
+            opcode: CLOSE,
+            payload,
+        }]);
+        self.write_batch(&mut batch).await
+    }
+
+    /// After failing the connection: end our side, then let the peer read our close frame before
+    /// the socket goes (closing with unread input would reset the connection and could destroy
+    /// the close frame in flight). Waits for the peer's end of stream, at most `limit`.
+    async fn linger(&mut self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            let _ = self.io.shutdown().await;
+            while let Ok(1..) = self.read().await {}
+        })
+        .await;
+    }
+}
+
+/// A close frame's payload; 1005 ("no status") is sent as an empty payload.
+fn close_payload(code: u16, reason: &str) -> Bytes {
+    if code == 1005 {
+        Bytes::new()
+    } else {
+        frame::close_payload(code, reason)
+    }
+}
+
+async fn drive<H: Handler>(
+    wire: &mut Wire,
     ws: &WebSocket,
     handler: &mut H,
     config: &Config,
     shutdown: Option<&Shutdown>,
-) -> CloseFrame
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-    H: Handler,
-{
+) -> CloseFrame {
     let shared = &ws.shared;
     let mut batch: VecDeque<Outbound> = VecDeque::new();
     let mut last_heard = Instant::now();
@@ -73,7 +216,6 @@ where
     // Set once our close frame is out: the peer has until then to answer it.
     let mut close_deadline: Option<Instant> = None;
     let mut sent_close: Option<CloseFrame> = None;
-    let mut received_close: Option<CloseFrame> = None;
     let timer = sleep_until(last_heard + config.idle_timeout);
     tokio::pin!(timer);
     let stopping = async {
@@ -89,62 +231,128 @@ where
         // 1. Write everything queued since the last turn, in one flush.
         let (close_request, abort) = take_queue(&mut shared.queue.lock(), &mut batch);
         // A close already sent is not sent again, and nothing is written after it.
-        let close_request = close_request.filter(|_| close_deadline.is_none());
-        if close_deadline.is_some() {
+        let close_request = close_request.filter(|_| sent_close.is_none());
+        if sent_close.is_some() {
             batch.clear();
         }
         if abort {
             // The peer stopped reading: try to tell it why, but do not wait on it.
             if let Some((code, reason)) = close_request {
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(100),
-                    stream.send(Message::close(Some(code), &reason)),
-                )
-                .await;
+                let _ = tokio::time::timeout(Duration::from_millis(100), wire.send_close(code, &reason)).await;
                 return CloseFrame {
-                    code: code.into(),
+                    code,
                     reason,
                     by_peer: false,
                 };
             }
         }
         if !batch.is_empty() || close_request.is_some() {
-            let mut closing = None;
-            if let Some((code, reason)) = close_request {
-                batch.push_back(Outbound::Message(Message::close(Some(code), &reason)));
-                closing = Some(CloseFrame {
-                    code: code.into(),
-                    reason,
-                    by_peer: false,
+            if let Some((code, reason)) = &close_request {
+                batch.push_back(Outbound::Message {
+                    opcode: CLOSE,
+                    payload: close_payload(*code, reason),
                 });
             }
-            if let Err(err) = write_batch(stream, &mut batch, ws).await {
+            if let Err(err) = write_watching_abort(wire, &mut batch, ws).await {
                 tracing::debug!(conn = ws.id(), %err, "write failed");
                 // A slow consumer aborted mid-write is reported as the 1008 close it is.
                 if let Some((code, reason)) = forced_close(ws) {
                     return CloseFrame {
-                        code: code.into(),
+                        code,
                         reason,
                         by_peer: false,
                     };
                 }
-                return received_close.unwrap_or(CloseFrame {
+                return sent_close.unwrap_or(CloseFrame {
                     code: 1006,
-                    reason: err,
+                    reason: err.to_string(),
                     by_peer: false,
                 });
             }
             if batch.capacity() > KEEP_QUEUE_CAPACITY {
                 batch = VecDeque::new();
             }
-            if let Some(frame) = closing {
-                sent_close = Some(frame);
+            if let Some((code, reason)) = close_request {
+                sent_close = Some(CloseFrame {
+                    code,
+                    reason,
+                    by_peer: false,
+                });
                 close_deadline = Some(Instant::now() + config.close_timeout);
             }
             continue;
         }
 
-        // 2. Wait for the peer, the queue, or a timer. The timer is re-armed only when it must
+        // 2. Hand what the peer sent to the handler, one message at a time.
+        if let Some(inbound) = wire.inbox.pop_front() {
+            if wire.inbox.is_empty() && wire.inbox.capacity() > KEEP_QUEUE_CAPACITY {
+                wire.inbox = VecDeque::new();
+            }
+            last_heard = Instant::now();
+            pinged = false;
+            match inbound {
+                Inbound::Close { code, reason } => {
+                    if let Some(ours) = sent_close {
+                        // The peer answered our close: the handshake is complete.
+                        return ours;
+                    }
+                    // Echo the peer's close; nothing may follow it (RFC 6455 §5.5.1).
+                    refuse_sends(ws, code, &reason);
+                    let _ = tokio::time::timeout(config.close_timeout, wire.send_close(code, &reason)).await;
+                    return CloseFrame {
+                        code,
+                        reason,
+                        by_peer: true,
+                    };
+                }
+                // After our close frame the application is done with the connection; what the
+                // peer sends until it answers is discarded.
+                _ if sent_close.is_some() => {}
+                inbound => {
+                    if let Inbound::Ping(payload) = &inbound {
+                        let _ = ws.pong(payload.clone());
+                    }
+                    // While the handler awaits (an action, a subscribe through the broker), what is
+                    // queued for this peer keeps going out: a slow handler must not turn a healthy
+                    // reader into a "slow consumer".
+                    let call = dispatch(inbound, ws, handler);
+                    tokio::pin!(call);
+                    let completed = loop {
+                        tokio::select! {
+                            biased;
+                            ok = &mut call => break Some(ok),
+                            _ = shared.wake.notified() => {
+                                let (_, abort) = take_queue(&mut shared.queue.lock(), &mut batch);
+                                if abort || write_watching_abort(wire, &mut batch, ws).await.is_err() {
+                                    // The main loop reports how the connection failed.
+                                    break None;
+                                }
+                            }
+                        }
+                    };
+                    if completed == Some(false) {
+                        let _ = ws.close(1011, "internal error");
+                    }
+                }
+            }
+            continue;
+        }
+        if let Some(err) = wire.error.take() {
+            // Fail the connection (RFC 6455 §7.1.7): our close frame with the reason, then TCP.
+            tracing::debug!(conn = ws.id(), code = err.code, reason = %err.reason, "protocol error from peer");
+            refuse_sends(ws, err.code, &err.reason);
+            if sent_close.is_none() {
+                let _ = tokio::time::timeout(config.close_timeout, wire.send_close(err.code, &err.reason)).await;
+            }
+            wire.linger(config.close_timeout).await;
+            return sent_close.unwrap_or(CloseFrame {
+                code: err.code,
+                reason: err.reason.into_owned(),
+                by_peer: false,
+            });
+        }
+
+        // 3. Wait for the peer, the queue, or a timer. The timer is re-armed only when it must
         // fire earlier or has fired: moving it on every message would cost a timer-wheel update
         // per message; a stale wake-up just finds nothing due.
         let idle_deadline = match (config.ping_interval, pinged) {
@@ -174,71 +382,16 @@ where
                 }
                 if !pinged && config.ping_interval.is_some_and(|interval| silent >= interval) {
                     pinged = true;
-                    let _ = ws.ping(bytes::Bytes::new());
+                    let _ = ws.ping(Bytes::new());
                 }
             }
-            frame = stream.next() => match frame {
-                None => {
-                    return received_close.or(sent_close).unwrap_or(CloseFrame { code: 1006, reason: "connection closed without a close frame".into(), by_peer: true });
+            read = wire.read() => match read {
+                Ok(0) => {
+                    return sent_close.unwrap_or(CloseFrame { code: 1006, reason: "connection closed without a close frame".into(), by_peer: true });
                 }
-                Some(Err(err)) => {
-                    // tokio-websockets has queued the matching close frame (1002, 1007, 1009); the next
-                    // poll flushes it and ends the stream.
-                    tracing::debug!(conn = ws.id(), %err, "protocol error from peer");
-                    if sent_close.is_none() && received_close.is_none() {
-                        if let tokio_websockets::Error::PayloadTooLong { max_len, .. } = &err {
-                            // Too long over several fragments is detected after the codec, and then
-                            // tokio-websockets queues no close frame: send it. (After one too-long
-                            // frame it has queued it already, and this send is refused harmlessly.)
-                            let close = Message::close(Some(tokio_websockets::CloseCode::MESSAGE_TOO_BIG), &format!("max length: {max_len}"));
-                            let _ = tokio::time::timeout(config.close_timeout, stream.send(close)).await;
-                        }
-                        sent_close = Some(CloseFrame { code: error_close_code(&err), reason: err.to_string(), by_peer: false });
-                        close_deadline = Some(Instant::now() + config.close_timeout);
-                        refuse_sends(ws, error_close_code(&err), &err.to_string());
-                    }
-                    if matches!(err, tokio_websockets::Error::Io(_)) {
-                        return sent_close.unwrap_or(CloseFrame { code: 1006, reason: err.to_string(), by_peer: false });
-                    }
-                }
-                Some(Ok(message)) => {
-                    last_heard = Instant::now();
-                    pinged = false;
-                    let closing = sent_close.is_some();
-                    // While the handler awaits (an action, a subscribe through the broker), what is
-                    // queued for this peer keeps going out: a slow handler must not turn a healthy
-                    // reader into a "slow consumer".
-                    let completed = {
-                        let call = dispatch(message, ws, handler, &mut received_close, closing);
-                        tokio::pin!(call);
-                        loop {
-                            tokio::select! {
-                                biased;
-                                ok = &mut call => break Some(ok),
-                                _ = shared.wake.notified() => {
-                                    let (_, abort) = take_queue(&mut shared.queue.lock(), &mut batch);
-                                    if close_deadline.is_some() {
-                                        batch.clear();
-                                    }
-                                    if abort || write_batch(stream, &mut batch, ws).await.is_err() {
-                                        // The main loop reports how the connection failed.
-                                        break None;
-                                    }
-                                }
-                            }
-                        }
-                    };
-                    if completed == Some(false) {
-                        let _ = ws.close(1011, "internal error");
-                    }
-                    if let Some(close) = &received_close {
-                        if close_deadline.is_none() {
-                            // The codec has queued the echo of the peer's close; it goes out with the
-                            // next poll of the stream, and nothing may follow it.
-                            refuse_sends(ws, close.code, &close.reason);
-                            close_deadline = Some(Instant::now() + config.close_timeout);
-                        }
-                    }
+                Ok(_) => {}
+                Err(err) => {
+                    return sent_close.unwrap_or(CloseFrame { code: 1006, reason: err.to_string(), by_peer: true });
                 }
             }
         }
@@ -246,13 +399,13 @@ where
 }
 
 /// The close requested by the slow-consumer policy, if it aborted the connection.
-fn forced_close(ws: &WebSocket) -> Option<(tokio_websockets::CloseCode, String)> {
+fn forced_close(ws: &WebSocket) -> Option<(u16, String)> {
     let q = ws.shared.queue.lock();
     q.close.clone().filter(|_| q.abort)
 }
 
 /// Moves the queued messages into `batch` and returns the pending close request, if any.
-fn take_queue(q: &mut Queue, batch: &mut VecDeque<Outbound>) -> (Option<(tokio_websockets::CloseCode, String)>, bool) {
+fn take_queue(q: &mut Queue, batch: &mut VecDeque<Outbound>) -> (Option<(u16, String)>, bool) {
     std::mem::swap(&mut q.items, batch);
     q.bytes = 0;
     // Free a large drained buffer; keep a small one for reuse.
@@ -262,39 +415,9 @@ fn take_queue(q: &mut Queue, batch: &mut VecDeque<Outbound>) -> (Option<(tokio_w
     (q.close.clone(), q.abort)
 }
 
-async fn write_batch<S>(
-    stream: &mut WebSocketStream<S>,
-    batch: &mut VecDeque<Outbound>,
-    ws: &WebSocket,
-) -> Result<(), String>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let write = async {
-        // Pre-encoded frames are copied into one buffer (allocated for this batch only) and
-        // written with one syscall; messages go through tokio-websockets in their order.
-        let mut cork = BytesMut::new();
-        while let Some(item) = batch.pop_front() {
-            match item {
-                Outbound::Frame(frame) if frame.len() >= CORK_LIMIT => {
-                    write_raw(stream, &mut cork).await?;
-                    write_bytes(stream, &frame).await?;
-                }
-                Outbound::Frame(frame) => {
-                    cork.extend_from_slice(&frame);
-                    if cork.len() >= CORK_LIMIT {
-                        write_raw(stream, &mut cork).await?;
-                    }
-                }
-                Outbound::Message(message) => {
-                    write_raw(stream, &mut cork).await?;
-                    stream.feed(message).await.map_err(|e| e.to_string())?;
-                }
-            }
-        }
-        write_raw(stream, &mut cork).await?;
-        stream.flush().await.map_err(|e| e.to_string())
-    };
+/// Writes the batch; a slow consumer is aborted even while its write is stuck.
+async fn write_watching_abort(wire: &mut Wire, batch: &mut VecDeque<Outbound>, ws: &WebSocket) -> io::Result<()> {
+    let write = wire.write_batch(batch);
     tokio::pin!(write);
     loop {
         tokio::select! {
@@ -302,37 +425,13 @@ where
             // only registered (a lock in `Notify`) when the socket is actually full.
             biased;
             result = &mut write => return result,
-            // A slow consumer is aborted even while its flush is stuck.
             _ = ws.shared.wake.notified() => {
                 if ws.shared.queue.lock().abort {
-                    return Err("slow consumer".into());
+                    return Err(io::Error::other("slow consumer"));
                 }
             }
         }
     }
-}
-
-/// Writes the corked frames straight to the socket. tokio-websockets is flushed first, so the
-/// frames it queued itself (pongs, close replies, messages fed before) keep their place: writing
-/// under the codec is safe exactly when its own queue is empty.
-async fn write_raw<S>(stream: &mut WebSocketStream<S>, cork: &mut BytesMut) -> Result<(), String>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    if cork.is_empty() {
-        return Ok(());
-    }
-    write_bytes(stream, cork).await?;
-    cork.clear();
-    Ok(())
-}
-
-async fn write_bytes<S>(stream: &mut WebSocketStream<S>, bytes: &[u8]) -> Result<(), String>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    stream.flush().await.map_err(|e| e.to_string())?;
-    stream.get_mut().write_all(bytes).await.map_err(|e| e.to_string())
 }
 
 /// Runs one handler callback; a panic in it is caught and logged so that the connection still
@@ -352,47 +451,14 @@ async fn guarded(ws: &WebSocket, callback: &str, call: impl Future<Output = ()> 
     }
 }
 
-fn internal_error() -> Message {
-    Message::close(
-        Some(tokio_websockets::CloseCode::INTERNAL_SERVER_ERROR),
-        "internal error",
-    )
-}
-
 /// Hands one message to the handler. Returns false if the handler panicked.
-async fn dispatch<H: Handler>(
-    message: Message,
-    ws: &WebSocket,
-    handler: &mut H,
-    received_close: &mut Option<CloseFrame>,
-    closing: bool,
-) -> bool {
-    if message.is_close() {
-        let (code, reason) = message
-            .as_close()
-            .map_or((1005, String::new()), |(c, r)| (c.into(), r.to_owned()));
-        *received_close = Some(CloseFrame {
-            code,
-            reason,
-            by_peer: !closing,
-        });
-        return true;
-    }
-    if closing {
-        // After our close frame the application is done with the connection; data is discarded.
-        return true;
-    }
-    if message.is_text() {
-        let bytes: bytes::Bytes = message.into_payload().into();
-        guarded(ws, "on_message", handler.on_message(ws, Text::from_validated(bytes))).await
-    } else if message.is_binary() {
-        guarded(ws, "on_bytes", handler.on_bytes(ws, message.into_payload().into())).await
-    } else if message.is_ping() {
-        guarded(ws, "on_ping", handler.on_ping(ws, message.into_payload().into())).await
-    } else if message.is_pong() {
-        guarded(ws, "on_pong", handler.on_pong(ws, message.into_payload().into())).await
-    } else {
-        true
+async fn dispatch<H: Handler>(inbound: Inbound, ws: &WebSocket, handler: &mut H) -> bool {
+    match inbound {
+        Inbound::Text(bytes) => guarded(ws, "on_message", handler.on_message(ws, Text::from_validated(bytes))).await,
+        Inbound::Binary(bytes) => guarded(ws, "on_bytes", handler.on_bytes(ws, bytes)).await,
+        Inbound::Ping(bytes) => guarded(ws, "on_ping", handler.on_ping(ws, bytes)).await,
+        Inbound::Pong(bytes) => guarded(ws, "on_pong", handler.on_pong(ws, bytes)).await,
+        Inbound::Close { .. } => true,
     }
 }
 
@@ -401,18 +467,8 @@ async fn dispatch<H: Handler>(
 fn refuse_sends(ws: &WebSocket, code: u16, reason: &str) {
     let mut q = ws.shared.queue.lock();
     if q.close.is_none() {
-        let code = tokio_websockets::CloseCode::try_from(code).unwrap_or(tokio_websockets::CloseCode::NORMAL_CLOSURE);
         q.close = Some((code, reason.to_owned()));
     }
     q.items.clear();
     q.bytes = 0;
-}
-
-fn error_close_code(err: &tokio_websockets::Error) -> u16 {
-    match err {
-        tokio_websockets::Error::PayloadTooLong { .. } => 1009,
-        tokio_websockets::Error::Protocol(tokio_websockets::proto::ProtocolError::InvalidUtf8) => 1007,
-        tokio_websockets::Error::Protocol(_) => 1002,
-        _ => 1006,
-    }
 }

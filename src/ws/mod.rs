@@ -33,8 +33,10 @@
 mod client;
 mod config;
 mod connection;
+mod decoder;
 pub(crate) mod frame;
 mod handler;
+mod io;
 mod socket;
 mod text;
 mod upgrade;

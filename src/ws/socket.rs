@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
-use tokio_websockets::{CloseCode, Message};
+use super::frame::{self, BINARY, PING, PONG, TEXT};
 
 /// The opening handshake of a connection: what the client asked for and who it is.
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ pub enum SendError {
     SlowConsumer,
     /// The close code cannot be sent (valid: 1000–1003, 1007–1014, 3000–4999) or the reason is
     /// longer than 123 bytes.
-    #[error("invalid close frame: code {0} or reason too long (codes 1000-1014 or 3000-4999, reason up to 123 bytes)")]
+    #[error("invalid close frame: code {0} or reason too long (codes 1000-1003, 1007-1014 or 3000-4999, reason up to 123 bytes)")]
     InvalidClose(u16),
 }
 
@@ -77,8 +77,8 @@ pub(super) struct Shared {
 
 /// An item of the outbound queue.
 pub(super) enum Outbound {
-    /// A message for tokio-websockets to frame.
-    Message(Message),
+    /// A message, framed by the connection's task (masked when we are the client).
+    Message { opcode: u8, payload: Bytes },
     /// A complete pre-encoded frame, written as is.
     Frame(Bytes),
 }
@@ -88,7 +88,7 @@ pub(super) struct Queue {
     pub(super) items: VecDeque<Outbound>,
     pub(super) bytes: usize,
     /// Set once a close was requested (by the application or by the slow-consumer policy).
-    pub(super) close: Option<(CloseCode, String)>,
+    pub(super) close: Option<(u16, String)>,
     /// True when the close is forced: the peer is not reading, so do not wait on it.
     pub(super) abort: bool,
     pub(super) ended: bool,
@@ -131,33 +131,32 @@ impl WebSocket {
     /// Queues a text message.
     pub fn send_text(&self, text: impl Into<Text>) -> Result<(), SendError> {
         let bytes: Bytes = text.into().into();
-        self.push(Message::text(bytes))
+        self.push(TEXT, bytes)
     }
 
     /// Queues a binary message.
     pub fn send_binary(&self, data: impl Into<Bytes>) -> Result<(), SendError> {
-        self.push(Message::binary(data.into()))
+        self.push(BINARY, data.into())
     }
 
     /// Queues a ping (payload up to 125 bytes; longer is cut).
     pub fn ping(&self, data: impl Into<Bytes>) -> Result<(), SendError> {
         let mut data: Bytes = data.into();
         data.truncate(125);
-        self.push(Message::ping(data))
+        self.push(PING, data)
     }
 
     /// Queues a pong (payload up to 125 bytes; longer is cut).
     pub fn pong(&self, data: impl Into<Bytes>) -> Result<(), SendError> {
         let mut data: Bytes = data.into();
         data.truncate(125);
-        self.push(Message::pong(data))
+        self.push(PONG, data)
     }
 
     /// Starts the close handshake with `code` and `reason`: queued messages are sent first, then
     /// the close frame; the connection ends when the peer answers or after the close timeout.
     pub fn close(&self, code: u16, reason: &str) -> Result<(), SendError> {
-        let close_code = CloseCode::try_from(code).map_err(|_| SendError::InvalidClose(code))?;
-        if close_code.is_reserved() || reason.len() > 123 {
+        if !frame::is_sendable_close_code(code) || reason.len() > 123 {
             return Err(SendError::InvalidClose(code));
         }
         {
@@ -165,7 +164,7 @@ impl WebSocket {
             if q.close.is_some() || q.ended {
                 return Err(SendError::Closed);
             }
-            q.close = Some((close_code, reason.to_owned()));
+            q.close = Some((code, reason.to_owned()));
         }
         self.shared.wake.notify_one();
         Ok(())
@@ -199,9 +198,9 @@ impl WebSocket {
         self.enqueue(Outbound::Frame(frame.clone()), frame.len())
     }
 
-    fn push(&self, message: Message) -> Result<(), SendError> {
-        let len = message.as_payload().len();
-        self.enqueue(Outbound::Message(message), len)
+    fn push(&self, opcode: u8, payload: Bytes) -> Result<(), SendError> {
+        let len = payload.len();
+        self.enqueue(Outbound::Message { opcode, payload }, len)
     }
 
     fn enqueue(&self, item: Outbound, len: usize) -> Result<(), SendError> {
@@ -214,7 +213,7 @@ impl WebSocket {
             // goes out on an otherwise idle connection (uWS's maxBackpressure works the same way).
             if q.bytes > self.shared.max_backpressure {
                 q.close = Some((
-                    CloseCode::POLICY_VIOLATION,
+                    1008,
                     "slow consumer: outbound queue over its limit".to_owned(),
                 ));
                 q.abort = true;

@@ -4,19 +4,16 @@
 //! answer that says what is wrong (400 with the reason, 405 for a method other than GET), and so
 //! the endpoint mounts on any axum/tower router beside ordinary routes.
 
+use super::frame::Role;
+use super::io::Io;
 use super::{connection, Config, Handler, Handshake, WebSocket};
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use base64::Engine;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Version};
-use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -101,13 +98,8 @@ where
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocket::new(handshake, config.max_backpressure);
-                let builder = tokio_websockets::ServerBuilder::new()
-                    .limits(config.limits())
-                    .config(config.codec());
-                // Unwrap hyper's boxed IO back to the TCP stream when possible: one less layer and
-                // allocation per connection on the hot read/write path.
-                let io = ServerIo::from_upgraded(upgraded);
-                connection::run(builder.serve(io), ws, handler, config, shutdown).await;
+                let io = Io::from_upgraded(upgraded);
+                connection::run(io, Role::Server, ws, handler, config, shutdown).await;
             }
             Err(err) => tracing::debug!(%err, "websocket upgrade failed"),
         }
@@ -125,90 +117,6 @@ where
 
 fn copy_value(value: &HeaderValue) -> HeaderValue {
     HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone())
-}
-
-/// The socket under a server connection: the TCP stream itself when hyper hands it back (one
-/// less boxed layer on every read and write), else hyper's `Upgraded`.
-enum ServerIo {
-    Tcp {
-        /// Bytes the HTTP layer read past the handshake (a client that sent frames before the
-        /// 101). Dropped once consumed: it shares hyper's 8 KiB read buffer, which an idle
-        /// connection must not keep alive.
-        prefix: Option<bytes::Bytes>,
-        io: TcpStream,
-    },
-    Upgraded(TokioIo<hyper::upgrade::Upgraded>),
-}
-
-impl ServerIo {
-    fn from_upgraded(upgraded: hyper::upgrade::Upgraded) -> Self {
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(hyper::upgrade::Parts { io, read_buf, .. }) => {
-                let prefix = (!read_buf.is_empty()).then_some(read_buf);
-                ServerIo::Tcp {
-                    prefix,
-                    io: io.into_inner(),
-                }
-            }
-            Err(upgraded) => ServerIo::Upgraded(TokioIo::new(upgraded)),
-        }
-    }
-}
-
-impl AsyncRead for ServerIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ServerIo::Tcp { prefix, io } => {
-                if let Some(bytes) = prefix {
-                    let n = bytes.len().min(buf.remaining());
-                    buf.put_slice(&bytes.split_to(n));
-                    if bytes.is_empty() {
-                        *prefix = None;
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                Pin::new(io).poll_read(cx, buf)
-            }
-            ServerIo::Upgraded(io) => Pin::new(io).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ServerIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            ServerIo::Tcp { io, .. } => Pin::new(io).poll_write(cx, data),
-            ServerIo::Upgraded(io) => Pin::new(io).poll_write(cx, data),
-        }
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            ServerIo::Tcp { io, .. } => Pin::new(io).poll_write_vectored(cx, bufs),
-            ServerIo::Upgraded(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-        }
-    }
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ServerIo::Tcp { io, .. } => io.is_write_vectored(),
-            ServerIo::Upgraded(io) => io.is_write_vectored(),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ServerIo::Tcp { io, .. } => Pin::new(io).poll_flush(cx),
-            ServerIo::Upgraded(io) => Pin::new(io).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ServerIo::Tcp { io, .. } => Pin::new(io).poll_shutdown(cx),
-            ServerIo::Upgraded(io) => Pin::new(io).poll_shutdown(cx),
-        }
-    }
 }
 
 /// Checks the RFC 6455 §4.2.1 requirements; returns the client's key.
@@ -236,7 +144,7 @@ fn check_handshake(request: &Request) -> Result<String, &'static str> {
     }
 }
 
-fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+pub(crate) fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()
