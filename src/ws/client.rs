@@ -119,7 +119,9 @@ async fn handshake(
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         if tcp.read_buf(&mut buf).await? == 0 {
-            return Err(HandshakeError::Rejected("connection closed during the handshake".into()));
+            return Err(HandshakeError::Rejected(
+                "connection closed during the handshake".into(),
+            ));
         }
         let mut header_storage = [httparse::EMPTY_HEADER; 64];
         let mut response = httparse::Response::new(&mut header_storage);
@@ -138,7 +140,10 @@ async fn handshake(
         }
         let mut headers = HeaderMap::new();
         for h in response.headers.iter() {
-            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value)) {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(h.name.as_bytes()),
+                HeaderValue::from_bytes(h.value),
+            ) {
                 headers.append(name, value);
             }
         }
@@ -158,7 +163,11 @@ fn check_response(headers: &HeaderMap, key: &str) -> Result<(), HandshakeError> 
         return Err(HandshakeError::Rejected("missing 'Connection: Upgrade' header".into()));
     }
     let expected = accept_key(key.as_bytes());
-    if headers.get(http::header::SEC_WEBSOCKET_ACCEPT).map(HeaderValue::as_bytes) != Some(expected.as_bytes()) {
+    if headers
+        .get(http::header::SEC_WEBSOCKET_ACCEPT)
+        .map(HeaderValue::as_bytes)
+        != Some(expected.as_bytes())
+    {
         return Err(HandshakeError::Rejected("wrong or missing Sec-WebSocket-Accept".into()));
     }
     Ok(())

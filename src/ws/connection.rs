@@ -7,7 +7,8 @@ use super::io::Io;
 use super::socket::{Outbound, Queue};
 use super::{CloseFrame, Config, Handler, Text, WebSocket};
 use crate::Shutdown;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -15,17 +16,21 @@ use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::task::{ready, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{sleep_until, Instant};
 
 /// A drained queue larger than this is freed instead of kept for reuse, so a burst does not pin
 /// memory on a connection that then goes idle.
 const KEEP_QUEUE_CAPACITY: usize = 16;
 
-/// Corked frames are written once they reach this size; a larger frame is written on its own.
+/// Corked frames are written once they reach this size; a larger frame is written from its own
+/// bytes instead of being copied.
 const CORK_LIMIT: usize = 64 * 1024;
+
+/// Chunks handed to one vectored write.
+const MAX_CHUNKS: usize = 16;
 
 /// Bytes taken from the socket per read. The buffer is on the stack of the poll that reads, so
 /// it costs nothing per connection while the connection waits.
@@ -51,12 +56,15 @@ pub(crate) async fn run<H: Handler>(
         decoder: Decoder::new(role, config.max_message_size),
         inbox: VecDeque::new(),
         error: None,
+        cork: BytesMut::new(),
+        out: VecDeque::new(),
     };
     let opened = guarded(&ws, "on_open", handler.on_open(&ws)).await;
     let close = if opened {
         drive(&mut wire, &ws, &mut handler, &config, shutdown.as_ref()).await
     } else {
-        let _ = tokio::time::timeout(Duration::from_millis(100), wire.send_close(1011, "internal error")).await;
+        wire.send_close(1011, "internal error", Duration::from_millis(100))
+            .await;
         CloseFrame {
             code: 1011,
             reason: "internal error".into(),
@@ -81,6 +89,10 @@ struct Wire {
     inbox: VecDeque<Inbound>,
     /// A protocol violation found in the last read, acted on once the inbox is empty.
     error: Option<ProtocolError>,
+    /// Small frames of the batch being written, copied together.
+    cork: BytesMut,
+    /// What is left to write of the batch, in order; empty between batches.
+    out: VecDeque<Bytes>,
 }
 
 impl Wire {
@@ -100,50 +112,70 @@ impl Wire {
     }
 
     /// Writes the batch: small frames are copied into one buffer (allocated for this batch only)
-    /// and written with one syscall; a large frame goes out on its own, header and payload in one
-    /// vectored write.
+    /// and large ones are referenced, all of it written with vectored writes.
+    ///
+    /// Poll-based rather than an `async fn`: an `async` writer nests its futures in the
+    /// connection's task, and their room is paid for by every idle connection. Here the state
+    /// (`out`) is empty between batches.
     async fn write_batch(&mut self, batch: &mut VecDeque<Outbound>) -> io::Result<()> {
-        let mut cork = BytesMut::new();
-        while let Some(item) = batch.pop_front() {
-            match item {
-                Outbound::Frame(frame) if frame.len() >= CORK_LIMIT => {
-                    self.write_out(&mut cork, &frame).await?;
-                }
-                Outbound::Frame(frame) => cork.extend_from_slice(&frame),
-                Outbound::Message { opcode, payload } => self.put_message(&mut cork, opcode, &payload).await?,
-            }
-            if cork.len() >= CORK_LIMIT {
-                self.write_out(&mut cork, &[]).await?;
-            }
-        }
-        self.write_out(&mut cork, &[]).await?;
-        self.io.flush().await
+        poll_fn(|cx| self.poll_write_batch(cx, batch)).await
     }
 
-    /// Frames one message into `cork`, split into frames of at most `max_frame_size`.
-    async fn put_message(&mut self, cork: &mut BytesMut, opcode: u8, payload: &[u8]) -> io::Result<()> {
-        let mut chunks = payload.chunks(self.max_frame_size).peekable();
-        let mut frame_opcode = opcode;
-        if chunks.peek().is_none() {
-            frame::put_frame(cork, true, opcode, &[], self.mask());
-            return Ok(());
-        }
-        while let Some(chunk) = chunks.next() {
-            let fin = chunks.peek().is_none();
-            match self.mask() {
-                // Our own large payload is not copied: header and payload in one vectored write.
-                None if chunk.len() >= CORK_LIMIT => {
-                    frame::put_header(cork, fin, frame_opcode, chunk.len(), None);
-                    self.write_out(cork, chunk).await?;
+    fn poll_write_batch(&mut self, cx: &mut Context<'_>, batch: &mut VecDeque<Outbound>) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.poll_write_out(cx))?;
+            if batch.is_empty() {
+                break;
+            }
+            while self.out.len() < MAX_CHUNKS && self.cork.len() < CORK_LIMIT {
+                let Some(item) = batch.pop_front() else { break };
+                match item {
+                    // A large frame, or the only one: written from the shared bytes, not copied.
+                    Outbound::Frame(frame)
+                        if frame.len() >= CORK_LIMIT || (batch.is_empty() && self.cork.is_empty()) =>
+                    {
+                        self.push_chunk(frame);
+                    }
+                    Outbound::Frame(frame) => self.cork.extend_from_slice(&frame),
+                    Outbound::Message { opcode, payload } => self.put_message(opcode, payload),
                 }
-                mask => frame::put_frame(cork, fin, frame_opcode, chunk, mask),
+            }
+            self.seal_cork();
+        }
+        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        // Nothing is kept for the next batch.
+        self.cork = BytesMut::new();
+        if self.out.capacity() > MAX_CHUNKS {
+            self.out = VecDeque::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Frames one message, split into frames of at most `max_frame_size`.
+    fn put_message(&mut self, opcode: u8, payload: Bytes) {
+        let mask = self.role == Role::Client;
+        if payload.is_empty() {
+            let key = self.mask();
+            frame::put_frame(&mut self.cork, true, opcode, &[], key);
+            return;
+        }
+        let mut frame_opcode = opcode;
+        let mut start = 0;
+        while start < payload.len() {
+            let end = payload.len().min(start + self.max_frame_size);
+            let fin = end == payload.len();
+            let chunk = payload.slice(start..end);
+            if !mask && chunk.len() >= CORK_LIMIT {
+                // Our own large payload is not copied.
+                frame::put_header(&mut self.cork, fin, frame_opcode, chunk.len(), None);
+                self.push_chunk(chunk);
+            } else {
+                let key = self.mask();
+                frame::put_frame(&mut self.cork, fin, frame_opcode, &chunk, key);
             }
             frame_opcode = frame::CONTINUATION;
-            if cork.len() >= CORK_LIMIT {
-                self.write_out(cork, &[]).await?;
-            }
+            start = end;
         }
-        Ok(())
     }
 
     /// A client masks every frame with a fresh key (RFC 6455 §5.3); a server never does.
@@ -151,45 +183,71 @@ impl Wire {
         (self.role == Role::Client).then(|| fastrand::u32(..).to_ne_bytes())
     }
 
-    /// Writes `cork` then `tail`, in one vectored write when both are there, and empties `cork`.
-    async fn write_out(&mut self, cork: &mut BytesMut, tail: &[u8]) -> io::Result<()> {
-        let (mut head, mut tail) = (&cork[..], tail);
-        while !head.is_empty() && !tail.is_empty() {
-            let n = self.io.write_vectored(&[IoSlice::new(head), IoSlice::new(tail)]).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            if n < head.len() {
-                head = &head[n..];
-            } else {
-                tail = &tail[n - head.len()..];
-                head = &[];
-            }
-        }
-        self.io.write_all(head).await?;
-        self.io.write_all(tail).await?;
-        cork.clear();
-        Ok(())
+    /// Queues `chunk` for writing after what is corked so far.
+    fn push_chunk(&mut self, chunk: Bytes) {
+        self.seal_cork();
+        self.out.push_back(chunk);
     }
 
-    async fn send_close(&mut self, code: u16, reason: &str) -> io::Result<()> {
-        let payload = close_payload(code, reason);
+    fn seal_cork(&mut self) {
+        if !self.cork.is_empty() {
+            let corked = self.cork.split().freeze();
+            self.out.push_back(corked);
+        }
+    }
+
+    /// Writes the queued chunks, several per syscall.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.out.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_CHUNKS];
+            let mut count = 0;
+            for (slot, chunk) in slices.iter_mut().zip(&self.out) {
+                *slot = IoSlice::new(chunk);
+                count += 1;
+            }
+            let mut n = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            while n > 0 {
+                let Some(first) = self.out.front_mut() else { break };
+                if n >= first.len() {
+                    n -= first.len();
+                    self.out.pop_front();
+                } else {
+                    first.advance(n);
+                    n = 0;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Sends a close frame, giving up after `limit`. Boxed, like the other rare paths: the
+    /// connection's task would otherwise carry room for its timer and write state all its life.
+    fn send_close<'a>(&'a mut self, code: u16, reason: &str, limit: Duration) -> BoxFuture<'a, ()> {
         let mut batch = VecDeque::from([Outbound::Message {
             opcode: CLOSE,
-            payload,
+            payload: close_payload(code, reason),
         }]);
-        self.write_batch(&mut batch).await
+        async move {
+            let _ = tokio::time::timeout(limit, self.write_batch(&mut batch)).await;
+        }
+        .boxed()
     }
 
     /// After failing the connection: end our side, then let the peer read our close frame before
     /// the socket goes (closing with unread input would reset the connection and could destroy
     /// the close frame in flight). Waits for the peer's end of stream, at most `limit`.
-    async fn linger(&mut self, limit: Duration) {
-        let _ = tokio::time::timeout(limit, async {
-            let _ = self.io.shutdown().await;
-            while let Ok(1..) = self.read().await {}
-        })
-        .await;
+    fn linger(&mut self, limit: Duration) -> BoxFuture<'_, ()> {
+        async move {
+            let _ = tokio::time::timeout(limit, async {
+                let _ = self.io.shutdown().await;
+                while let Ok(1..) = self.read().await {}
+            })
+            .await;
+        }
+        .boxed()
     }
 }
 
@@ -238,7 +296,7 @@ async fn drive<H: Handler>(
         if abort {
             // The peer stopped reading: try to tell it why, but do not wait on it.
             if let Some((code, reason)) = close_request {
-                let _ = tokio::time::timeout(Duration::from_millis(100), wire.send_close(code, &reason)).await;
+                wire.send_close(code, &reason, Duration::from_millis(100)).await;
                 return CloseFrame {
                     code,
                     reason,
@@ -298,7 +356,7 @@ async fn drive<H: Handler>(
                     }
                     // Echo the peer's close; nothing may follow it (RFC 6455 §5.5.1).
                     refuse_sends(ws, code, &reason);
-                    let _ = tokio::time::timeout(config.close_timeout, wire.send_close(code, &reason)).await;
+                    wire.send_close(code, &reason, config.close_timeout).await;
                     return CloseFrame {
                         code,
                         reason,
@@ -312,25 +370,7 @@ async fn drive<H: Handler>(
                     if let Inbound::Ping(payload) = &inbound {
                         let _ = ws.pong(payload.clone());
                     }
-                    // While the handler awaits (an action, a subscribe through the broker), what is
-                    // queued for this peer keeps going out: a slow handler must not turn a healthy
-                    // reader into a "slow consumer".
-                    let call = dispatch(inbound, ws, handler);
-                    tokio::pin!(call);
-                    let completed = loop {
-                        tokio::select! {
-                            biased;
-                            ok = &mut call => break Some(ok),
-                            _ = shared.wake.notified() => {
-                                let (_, abort) = take_queue(&mut shared.queue.lock(), &mut batch);
-                                if abort || write_watching_abort(wire, &mut batch, ws).await.is_err() {
-                                    // The main loop reports how the connection failed.
-                                    break None;
-                                }
-                            }
-                        }
-                    };
-                    if completed == Some(false) {
+                    if handle(inbound, ws, handler, wire, &mut batch).await == Some(false) {
                         let _ = ws.close(1011, "internal error");
                     }
                 }
@@ -342,7 +382,7 @@ async fn drive<H: Handler>(
             tracing::debug!(conn = ws.id(), code = err.code, reason = %err.reason, "protocol error from peer");
             refuse_sends(ws, err.code, &err.reason);
             if sent_close.is_none() {
-                let _ = tokio::time::timeout(config.close_timeout, wire.send_close(err.code, &err.reason)).await;
+                wire.send_close(err.code, &err.reason, config.close_timeout).await;
             }
             wire.linger(config.close_timeout).await;
             return sent_close.unwrap_or(CloseFrame {
@@ -435,20 +475,62 @@ async fn write_watching_abort(wire: &mut Wire, batch: &mut VecDeque<Outbound>, w
 }
 
 /// Runs one handler callback; a panic in it is caught and logged so that the connection still
-/// ends properly (`on_close` runs, subscriptions are released) instead of leaking. Returns false
-/// if it panicked.
-async fn guarded(ws: &WebSocket, callback: &str, call: impl Future<Output = ()> + Send) -> bool {
-    match AssertUnwindSafe(Box::pin(call)).catch_unwind().await {
-        Ok(()) => true,
-        Err(_) => {
-            tracing::error!(
-                conn = ws.id(),
-                callback,
-                "handler panicked; closing the connection with 1011"
-            );
-            false
+/// ends properly (`on_close` runs, subscriptions are released) instead of leaking. Resolves to
+/// false if it panicked.
+///
+/// Not an `async fn`: the handler's future is boxed before the caller awaits, so the connection's
+/// task never holds room for it inline.
+fn guarded<'a>(
+    ws: &'a WebSocket,
+    callback: &'static str,
+    call: impl Future<Output = ()> + Send + 'a,
+) -> impl Future<Output = bool> + Send + 'a {
+    let call = AssertUnwindSafe(Box::pin(call)).catch_unwind();
+    async move {
+        match call.await {
+            Ok(()) => true,
+            Err(_) => {
+                tracing::error!(
+                    conn = ws.id(),
+                    callback,
+                    "handler panicked; closing the connection with 1011"
+                );
+                false
+            }
         }
     }
+}
+
+/// Hands one message to the handler. While the handler awaits (an action, a subscribe through
+/// the broker), what is queued for this peer keeps going out: a slow handler must not turn a
+/// healthy reader into a "slow consumer". Resolves to `Some(false)` if the handler panicked,
+/// `None` if writing failed (the main loop then reports how the connection ended).
+///
+/// Boxed: it exists only while a message is being handled, not in every idle connection.
+fn handle<'a, H: Handler>(
+    inbound: Inbound,
+    ws: &'a WebSocket,
+    handler: &'a mut H,
+    wire: &'a mut Wire,
+    batch: &'a mut VecDeque<Outbound>,
+) -> BoxFuture<'a, Option<bool>> {
+    async move {
+        let call = dispatch(inbound, ws, handler);
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                biased;
+                ok = &mut call => return Some(ok),
+                _ = ws.shared.wake.notified() => {
+                    let (_, abort) = take_queue(&mut ws.shared.queue.lock(), batch);
+                    if abort || write_watching_abort(wire, batch, ws).await.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+    .boxed()
 }
 
 /// Hands one message to the handler. Returns false if the handler panicked.

@@ -25,7 +25,10 @@ pub(crate) enum Inbound {
     Ping(Bytes),
     Pong(Bytes),
     /// A close frame; code 1005 when it carried none.
-    Close { code: u16, reason: String },
+    Close {
+        code: u16,
+        reason: String,
+    },
 }
 
 /// Why the peer's bytes cannot be accepted, with the close code to fail the connection with.
@@ -354,7 +357,10 @@ mod tests {
             results.push((out.into_iter().collect::<Vec<_>>(), error));
         }
         let whole = results.pop().unwrap_or_default();
-        assert_eq!(results.pop(), Some((whole.0.iter().map(clone).collect(), whole.1.clone())));
+        assert_eq!(
+            results.pop(),
+            Some((whole.0.iter().map(clone).collect(), whole.1.clone()))
+        );
         whole
     }
 
@@ -402,12 +408,24 @@ mod tests {
     fn violations_have_their_code_and_reason() {
         let cases: Vec<(Vec<u8>, u16, &str)> = vec![
             (frame(true, TEXT, &[0xce, 0x41]), 1007, "invalid utf8"),
-            ([frame(false, TEXT, &[0xce]), frame(true, CONTINUATION, &[0x41])].concat(), 1007, "invalid utf8"),
+            (
+                [frame(false, TEXT, &[0xce]), frame(true, CONTINUATION, &[0x41])].concat(),
+                1007,
+                "invalid utf8",
+            ),
             (frame(true, TEXT, &[0xce]), 1007, "invalid utf8"),
             (frame(true, BINARY, &[0; 1025]), 1009, "max length: 1024"),
-            ([frame(false, BINARY, &[0; 600]), frame(true, CONTINUATION, &[0; 600])].concat(), 1009, "max length: 1024"),
+            (
+                [frame(false, BINARY, &[0; 600]), frame(true, CONTINUATION, &[0; 600])].concat(),
+                1009,
+                "max length: 1024",
+            ),
             (frame(true, CONTINUATION, b"x"), 1002, "invalid opcode"),
-            ([frame(false, TEXT, b"a"), frame(true, TEXT, b"b")].concat(), 1002, "invalid opcode"),
+            (
+                [frame(false, TEXT, b"a"), frame(true, TEXT, b"b")].concat(),
+                1002,
+                "invalid opcode",
+            ),
             (frame(false, PING, b""), 1002, "fragmented control frame"),
             (frame(true, PING, &[0; 126]), 1002, "invalid payload length"),
             (frame(true, CLOSE, &[3]), 1002, "invalid payload length"),
@@ -420,7 +438,11 @@ mod tests {
         ];
         for (bytes, code, reason) in cases {
             let (_, err) = decode(&bytes);
-            assert_eq!(err.map(|e| (e.code, e.reason.into_owned())), Some((code, reason.to_owned())), "{bytes:x?}");
+            assert_eq!(
+                err.map(|e| (e.code, e.reason.into_owned())),
+                Some((code, reason.to_owned())),
+                "{bytes:x?}"
+            );
         }
     }
 

@@ -5,6 +5,7 @@
 //! `VecDeque` that allocates on first use and is released once drained, so an idle connection
 //! holds no outbound buffer (a tokio mpsc channel would keep a 32-slot block per connection).
 
+use super::frame::{self, BINARY, PING, PONG, TEXT};
 use super::Text;
 use bytes::Bytes;
 use http::{HeaderMap, Uri};
@@ -15,7 +16,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
-use super::frame::{self, BINARY, PING, PONG, TEXT};
 
 /// The opening handshake of a connection: what the client asked for and who it is.
 #[derive(Debug, Clone)]
@@ -212,10 +212,7 @@ impl WebSocket {
             // The budget is checked before adding, so one message larger than the budget still
             // goes out on an otherwise idle connection (uWS's maxBackpressure works the same way).
             if q.bytes > self.shared.max_backpressure {
-                q.close = Some((
-                    1008,
-                    "slow consumer: outbound queue over its limit".to_owned(),
-                ));
+                q.close = Some((1008, "slow consumer: outbound queue over its limit".to_owned()));
                 q.abort = true;
                 let queued = q.bytes;
                 drop(q);

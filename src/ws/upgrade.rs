@@ -94,16 +94,19 @@ where
     };
     let handler = factory(&handshake);
     let config = Config::clone(config);
-    tokio::spawn(async move {
+    let task = async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocket::new(handshake, config.max_backpressure);
                 let io = Io::from_upgraded(upgraded);
-                connection::run(io, Role::Server, ws, handler, config, shutdown).await;
+                // Its own task: this one's room for the upgrade (handshake, hyper's future) is freed.
+                let run = connection::run(io, Role::Server, ws, handler, config, shutdown);
+                tokio::spawn(run);
             }
             Err(err) => tracing::debug!(%err, "websocket upgrade failed"),
         }
-    });
+    };
+    tokio::spawn(task);
     let mut response = Response::new(axum::body::Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
