@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, Instant, Sleep};
 
 /// A drained queue larger than this is freed instead of kept for reuse, so a burst does not pin
 /// memory on a connection that then goes idle.
@@ -41,14 +41,14 @@ const READ_CHUNK: usize = 32 * 1024;
 /// Handler futures are boxed: an idle connection's task then holds only this loop's state, not
 /// room for the largest handler future (which was most of a 2.7 KiB task); the cost is one
 /// allocation per *inbound* message, never per publication.
-pub(crate) async fn run<H: Handler>(
+pub(crate) fn run<H: Handler>(
     io: Io,
     role: Role,
     ws: WebSocket,
-    mut handler: H,
+    handler: H,
     config: Config,
     shutdown: Option<Shutdown>,
-) {
+) -> impl Future<Output = ()> + Send {
     let mut wire = Wire {
         io,
         role,
@@ -56,27 +56,51 @@ pub(crate) async fn run<H: Handler>(
         decoder: Decoder::new(role, config.max_message_size),
         inbox: VecDeque::new(),
         error: None,
-        cork: BytesMut::new(),
         out: VecDeque::new(),
     };
-    let opened = guarded(&ws, "on_open", handler.on_open(&ws)).await;
-    let close = if opened {
-        drive(&mut wire, &ws, &mut handler, &config, shutdown.as_ref()).await
-    } else {
-        wire.send_close(1011, "internal error", Duration::from_millis(100))
-            .await;
-        CloseFrame {
-            code: 1011,
-            reason: "internal error".into(),
-            by_peer: false,
-        }
+    let timers = Timers {
+        ping_interval: config.ping_interval,
+        idle_timeout: config.idle_timeout,
+        close_timeout: config.close_timeout,
     };
-    tracing::debug!(conn = ws.id(), code = close.code, reason = %close.reason, by_peer = close.by_peer, "websocket closed");
-    ws.mark_ended();
-    // Close TCP now, not after the application's on_close.
-    drop(wire);
-    guarded(&ws, "on_close", handler.on_close(&ws, close)).await;
-    ws.mark_finished();
+    let mut handler = handler;
+    // An `async move` block, not an `async fn`: an `async fn` would keep its arguments and its
+    // `mut` rebindings of them side by side in the task.
+    async move {
+        let opened = guarded(&ws, "on_open", handler.on_open(&ws)).await;
+        let close = if opened {
+            // A server shutting down closes its connections with 1001 (the close handshake then
+            // runs as usual, bounded by close_timeout).
+            if let Some(shutdown) = &shutdown {
+                shutdown.track(&ws);
+            }
+            drive(&mut wire, &ws, &mut handler, &timers).await
+        } else {
+            wire.send_close(1011, "internal error", Duration::from_millis(100))
+                .await;
+            CloseFrame {
+                code: 1011,
+                reason: "internal error".into(),
+                by_peer: false,
+            }
+        };
+        tracing::debug!(conn = ws.id(), code = close.code, reason = %close.reason, by_peer = close.by_peer, "websocket closed");
+        if let Some(shutdown) = &shutdown {
+            shutdown.untrack(&ws);
+        }
+        ws.mark_ended();
+        // Close TCP now, not after the application's on_close.
+        drop(wire);
+        guarded(&ws, "on_close", handler.on_close(&ws, close)).await;
+        ws.mark_finished();
+    }
+}
+
+/// The timers of a running connection (the rest of [`Config`] is applied when it starts).
+struct Timers {
+    ping_interval: Option<Duration>,
+    idle_timeout: Duration,
+    close_timeout: Duration,
 }
 
 /// The socket with the protocol state of both directions.
@@ -88,9 +112,7 @@ struct Wire {
     /// Messages decoded from the last read, handed to the handler one at a time.
     inbox: VecDeque<Inbound>,
     /// A protocol violation found in the last read, acted on once the inbox is empty.
-    error: Option<ProtocolError>,
-    /// Small frames of the batch being written, copied together.
-    cork: BytesMut,
+    error: Option<Box<ProtocolError>>,
     /// What is left to write of the batch, in order; empty between batches.
     out: VecDeque<Bytes>,
 }
@@ -98,17 +120,81 @@ struct Wire {
 impl Wire {
     /// Reads once and decodes what came. Returns the number of bytes read (0: end of stream).
     async fn read(&mut self) -> io::Result<usize> {
-        poll_fn(|cx| {
-            let mut scratch = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-            let mut buf = ReadBuf::uninit(&mut scratch);
-            ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
-            let data = buf.filled();
-            if let Err(err) = self.decoder.decode(data, &mut self.inbox) {
-                self.error.get_or_insert(err);
+        poll_fn(|cx| self.poll_read(cx)).await
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut scratch = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut buf = ReadBuf::uninit(&mut scratch);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+        let data = buf.filled();
+        if let Err(err) = self.decoder.decode(data, &mut self.inbox) {
+            self.error.get_or_insert(Box::new(err));
+        }
+        Poll::Ready(Ok(data.len()))
+    }
+
+    /// Whether a batch is still being written.
+    fn writing(&self, batch: &VecDeque<Outbound>) -> bool {
+        !batch.is_empty() || !self.out.is_empty()
+    }
+
+    /// What the connection waits for, in one poll: the socket accepting our batch, new sends
+    /// (or the slow-consumer abort), the timer, the peer's bytes. Nothing here is a stored
+    /// future: an idle connection's task holds only its timer for all of this.
+    fn poll_event(
+        &mut self,
+        cx: &mut Context<'_>,
+        ws: &WebSocket,
+        batch: &mut VecDeque<Outbound>,
+        timer: Pin<&mut Sleep>,
+        may_close: bool,
+    ) -> Poll<Event> {
+        if self.writing(batch) {
+            if let Poll::Ready(result) = self.poll_write_batch(cx, batch) {
+                return Poll::Ready(Event::Written(result));
             }
-            Poll::Ready(Ok(data.len()))
-        })
-        .await
+        }
+        ws.shared.waker.register(cx.waker());
+        {
+            let q = ws.shared.queue.lock();
+            let can_take = !self.writing(batch) && (!q.items.is_empty() || (may_close && q.close.is_some()));
+            if q.abort || can_take {
+                return Poll::Ready(Event::Queued);
+            }
+        }
+        if timer.poll(cx).is_ready() {
+            return Poll::Ready(Event::Timer);
+        }
+        if self.inbox.is_empty() && self.error.is_none() {
+            if let Poll::Ready(result) = self.poll_read(cx) {
+                return Poll::Ready(Event::Read(result));
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Keeps the queued sends going out while a handler runs. Ready only when writing failed or
+    /// the slow-consumer policy aborted the connection.
+    fn poll_output(&mut self, cx: &mut Context<'_>, ws: &WebSocket, batch: &mut VecDeque<Outbound>) -> Poll<io::Error> {
+        loop {
+            if self.writing(batch) {
+                match self.poll_write_batch(cx, batch) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(err)) => return Poll::Ready(err),
+                    Poll::Pending => {}
+                }
+            }
+            ws.shared.waker.register(cx.waker());
+            let mut q = ws.shared.queue.lock();
+            if q.abort {
+                return Poll::Ready(io::Error::other("slow consumer"));
+            }
+            if self.writing(batch) || q.items.is_empty() {
+                return Poll::Pending;
+            }
+            take_queue(&mut q, batch);
+        }
     }
 
     /// Writes the batch: small frames are copied into one buffer (allocated for this batch only)
@@ -127,24 +213,23 @@ impl Wire {
             if batch.is_empty() {
                 break;
             }
-            while self.out.len() < MAX_CHUNKS && self.cork.len() < CORK_LIMIT {
+            // Sealed into `out` before anything is written, so it never outlives this call.
+            let mut cork = BytesMut::new();
+            while self.out.len() < MAX_CHUNKS && cork.len() < CORK_LIMIT {
                 let Some(item) = batch.pop_front() else { break };
                 match item {
                     // A large frame, or the only one: written from the shared bytes, not copied.
-                    Outbound::Frame(frame)
-                        if frame.len() >= CORK_LIMIT || (batch.is_empty() && self.cork.is_empty()) =>
-                    {
-                        self.push_chunk(frame);
+                    Outbound::Frame(frame) if frame.len() >= CORK_LIMIT || (batch.is_empty() && cork.is_empty()) => {
+                        self.push_chunk(&mut cork, frame);
                     }
-                    Outbound::Frame(frame) => self.cork.extend_from_slice(&frame),
-                    Outbound::Message { opcode, payload } => self.put_message(opcode, payload),
+                    Outbound::Frame(frame) => cork.extend_from_slice(&frame),
+                    Outbound::Message { opcode, payload } => self.put_message(&mut cork, opcode, payload),
                 }
             }
-            self.seal_cork();
+            self.seal(&mut cork);
         }
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         // Nothing is kept for the next batch.
-        self.cork = BytesMut::new();
         if self.out.capacity() > MAX_CHUNKS {
             self.out = VecDeque::new();
         }
@@ -152,11 +237,9 @@ impl Wire {
     }
 
     /// Frames one message, split into frames of at most `max_frame_size`.
-    fn put_message(&mut self, opcode: u8, payload: Bytes) {
-        let mask = self.role == Role::Client;
+    fn put_message(&mut self, cork: &mut BytesMut, opcode: u8, payload: Bytes) {
         if payload.is_empty() {
-            let key = self.mask();
-            frame::put_frame(&mut self.cork, true, opcode, &[], key);
+            frame::put_frame(cork, true, opcode, &[], self.mask());
             return;
         }
         let mut frame_opcode = opcode;
@@ -165,13 +248,13 @@ impl Wire {
             let end = payload.len().min(start + self.max_frame_size);
             let fin = end == payload.len();
             let chunk = payload.slice(start..end);
-            if !mask && chunk.len() >= CORK_LIMIT {
+            match self.mask() {
                 // Our own large payload is not copied.
-                frame::put_header(&mut self.cork, fin, frame_opcode, chunk.len(), None);
-                self.push_chunk(chunk);
-            } else {
-                let key = self.mask();
-                frame::put_frame(&mut self.cork, fin, frame_opcode, &chunk, key);
+                None if chunk.len() >= CORK_LIMIT => {
+                    frame::put_header(cork, fin, frame_opcode, chunk.len(), None);
+                    self.push_chunk(cork, chunk);
+                }
+                key => frame::put_frame(cork, fin, frame_opcode, &chunk, key),
             }
             frame_opcode = frame::CONTINUATION;
             start = end;
@@ -184,15 +267,14 @@ impl Wire {
     }
 
     /// Queues `chunk` for writing after what is corked so far.
-    fn push_chunk(&mut self, chunk: Bytes) {
-        self.seal_cork();
+    fn push_chunk(&mut self, cork: &mut BytesMut, chunk: Bytes) {
+        self.seal(cork);
         self.out.push_back(chunk);
     }
 
-    fn seal_cork(&mut self) {
-        if !self.cork.is_empty() {
-            let corked = self.cork.split().freeze();
-            self.out.push_back(corked);
+    fn seal(&mut self, cork: &mut BytesMut) {
+        if !cork.is_empty() {
+            self.out.push_back(cork.split().freeze());
         }
     }
 
@@ -260,180 +342,229 @@ fn close_payload(code: u16, reason: &str) -> Bytes {
     }
 }
 
-async fn drive<H: Handler>(
-    wire: &mut Wire,
-    ws: &WebSocket,
-    handler: &mut H,
-    config: &Config,
-    shutdown: Option<&Shutdown>,
-) -> CloseFrame {
-    let shared = &ws.shared;
-    let mut batch: VecDeque<Outbound> = VecDeque::new();
-    let mut last_heard = Instant::now();
-    let mut pinged = false;
-    // Set once our close frame is out: the peer has until then to answer it.
-    let mut close_deadline: Option<Instant> = None;
-    let mut sent_close: Option<CloseFrame> = None;
-    let timer = sleep_until(last_heard + config.idle_timeout);
-    tokio::pin!(timer);
-    let stopping = async {
-        match shutdown {
-            Some(shutdown) => shutdown.triggered().await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(stopping);
-    let mut stop_seen = false;
+/// What woke the connection's task.
+enum Event {
+    /// Sends were queued (or the slow-consumer policy fired).
+    Queued,
+    /// The batch was written, or writing it failed.
+    Written(io::Result<()>),
+    Timer,
+    Read(io::Result<usize>),
+}
 
-    loop {
-        // 1. Write everything queued since the last turn, in one flush.
-        let (close_request, abort) = take_queue(&mut shared.queue.lock(), &mut batch);
-        // A close already sent is not sent again, and nothing is written after it.
-        let close_request = close_request.filter(|_| sent_close.is_none());
-        if sent_close.is_some() {
-            batch.clear();
-        }
-        if abort {
-            // The peer stopped reading: try to tell it why, but do not wait on it.
-            if let Some((code, reason)) = close_request {
-                wire.send_close(code, &reason, Duration::from_millis(100)).await;
+/// Not an `async fn`, for the reason given in [`run`].
+fn drive<'a, H: Handler>(
+    wire: &'a mut Wire,
+    ws: &'a WebSocket,
+    handler: &'a mut H,
+    config: &'a Timers,
+) -> impl Future<Output = CloseFrame> + Send + 'a {
+    async move {
+        let shared = &ws.shared;
+        // One struct rather than separate locals: the task's layout then has no padding between them.
+        let mut st = LoopState {
+            batch: VecDeque::new(),
+            last_heard: Instant::now(),
+            pinged: false,
+            close_deadline: None,
+            sent_close: None,
+        };
+        let timer = sleep_until(st.last_heard + config.idle_timeout);
+        tokio::pin!(timer);
+
+        loop {
+            // 1. Take everything queued since the last turn as the next batch, once the previous
+            // one is out: while the socket is full, sends stay in the queue, where the
+            // slow-consumer budget counts them.
+            let abort = {
+                let (close_request, abort) = {
+                    let mut q = shared.queue.lock();
+                    if q.abort || !wire.writing(&st.batch) {
+                        take_queue(&mut q, &mut st.batch)
+                    } else {
+                        (None, false)
+                    }
+                };
+                if abort {
+                    Some(close_request.unwrap_or((1008, String::new())))
+                } else {
+                    st.stage_close(close_request, config.close_timeout);
+                    None
+                }
+            };
+            if let Some((code, reason)) = abort {
+                // The peer stopped reading: try to tell it why, but do not wait on it.
+                if st.sent_close.is_none() {
+                    wire.send_close(code, &reason, Duration::from_millis(100)).await;
+                }
                 return CloseFrame {
                     code,
                     reason,
                     by_peer: false,
                 };
             }
-        }
-        if !batch.is_empty() || close_request.is_some() {
-            if let Some((code, reason)) = &close_request {
-                batch.push_back(Outbound::Message {
-                    opcode: CLOSE,
-                    payload: close_payload(*code, reason),
-                });
-            }
-            if let Err(err) = write_watching_abort(wire, &mut batch, ws).await {
-                tracing::debug!(conn = ws.id(), %err, "write failed");
-                // A slow consumer aborted mid-write is reported as the 1008 close it is.
-                if let Some((code, reason)) = forced_close(ws) {
-                    return CloseFrame {
-                        code,
-                        reason,
-                        by_peer: false,
-                    };
-                }
-                return sent_close.unwrap_or(CloseFrame {
-                    code: 1006,
-                    reason: err.to_string(),
-                    by_peer: false,
-                });
-            }
-            if batch.capacity() > KEEP_QUEUE_CAPACITY {
-                batch = VecDeque::new();
-            }
-            if let Some((code, reason)) = close_request {
-                sent_close = Some(CloseFrame {
-                    code,
-                    reason,
-                    by_peer: false,
-                });
-                close_deadline = Some(Instant::now() + config.close_timeout);
-            }
-            continue;
-        }
 
-        // 2. Hand what the peer sent to the handler, one message at a time.
-        if let Some(inbound) = wire.inbox.pop_front() {
-            if wire.inbox.is_empty() && wire.inbox.capacity() > KEEP_QUEUE_CAPACITY {
-                wire.inbox = VecDeque::new();
-            }
-            last_heard = Instant::now();
-            pinged = false;
-            match inbound {
-                Inbound::Close { code, reason } => {
-                    if let Some(ours) = sent_close {
-                        // The peer answered our close: the handshake is complete.
-                        return ours;
+            // 2. Hand what the peer sent to the handler, one message at a time.
+            if let Some(inbound) = wire.inbox.pop_front() {
+                if wire.inbox.is_empty() && wire.inbox.capacity() > KEEP_QUEUE_CAPACITY {
+                    wire.inbox = VecDeque::new();
+                }
+                st.last_heard = Instant::now();
+                st.pinged = false;
+                match inbound {
+                    Inbound::Close { code, reason } => {
+                        if let Some(ours) = st.sent_close {
+                            // The peer answered our close: the handshake is complete.
+                            return ours;
+                        }
+                        // Echo the peer's close; nothing may follow it (RFC 6455 §5.5.1).
+                        refuse_sends(ws, code, &reason);
+                        wire.send_close(code, &reason, config.close_timeout).await;
+                        return CloseFrame {
+                            code,
+                            reason,
+                            by_peer: true,
+                        };
                     }
-                    // Echo the peer's close; nothing may follow it (RFC 6455 §5.5.1).
-                    refuse_sends(ws, code, &reason);
-                    wire.send_close(code, &reason, config.close_timeout).await;
-                    return CloseFrame {
-                        code,
-                        reason,
+                    // After our close frame the application is done with the connection; what the
+                    // peer sends until it answers is discarded.
+                    _ if st.sent_close.is_some() => {}
+                    inbound => {
+                        if let Inbound::Ping(payload) = &inbound {
+                            let _ = ws.pong(payload.clone());
+                        }
+                        if handle(inbound, ws, handler, wire, &mut st.batch).await == Some(false) {
+                            let _ = ws.close(1011, "internal error");
+                        }
+                    }
+                }
+                continue;
+            }
+            if let Some(err) = wire.error.take() {
+                // Fail the connection (RFC 6455 §7.1.7): our close frame with the reason, then TCP.
+                tracing::debug!(conn = ws.id(), code = err.code, reason = %err.reason, "protocol error from peer");
+                refuse_sends(ws, err.code, &err.reason);
+                if st.sent_close.is_none() {
+                    wire.send_close(err.code, &err.reason, config.close_timeout).await;
+                }
+                wire.linger(config.close_timeout).await;
+                return st.sent_close.unwrap_or(CloseFrame {
+                    code: err.code,
+                    reason: err.reason.to_string(),
+                    by_peer: false,
+                });
+            }
+
+            // 3. Wait. The timer is re-armed only when it must fire earlier or has fired: moving it
+            // on every message would cost a timer-wheel update per message; a stale wake-up just
+            // finds nothing due.
+            {
+                let idle_deadline = match (config.ping_interval, st.pinged) {
+                    (Some(interval), false) => st.last_heard + interval.min(config.idle_timeout),
+                    _ => st.last_heard + config.idle_timeout,
+                };
+                let deadline = st.close_deadline.map_or(idle_deadline, |d| d.min(idle_deadline));
+                if timer.is_elapsed() || deadline < timer.deadline() {
+                    timer.as_mut().reset(deadline);
+                }
+            }
+            let may_close = st.sent_close.is_none();
+            let event = poll_fn(|cx| wire.poll_event(cx, ws, &mut st.batch, timer.as_mut(), may_close)).await;
+            match event {
+                Event::Queued | Event::Written(Ok(())) => {}
+                Event::Written(Err(err)) => {
+                    tracing::debug!(conn = ws.id(), %err, "write failed");
+                    // A slow consumer aborted mid-write is reported as the 1008 close it is.
+                    if let Some((code, reason)) = forced_close(ws) {
+                        return CloseFrame {
+                            code,
+                            reason,
+                            by_peer: false,
+                        };
+                    }
+                    return st.sent_close.unwrap_or(CloseFrame {
+                        code: 1006,
+                        reason: err.to_string(),
+                        by_peer: false,
+                    });
+                }
+                Event::Timer => {
+                    let now = Instant::now();
+                    if st.close_deadline.is_some_and(|d| now >= d) {
+                        return st.sent_close.unwrap_or(CloseFrame {
+                            code: 1006,
+                            reason: "close timeout".into(),
+                            by_peer: false,
+                        });
+                    }
+                    let silent = now.duration_since(st.last_heard);
+                    if silent >= config.idle_timeout {
+                        tracing::info!(
+                            conn = ws.id(),
+                            "dropping idle peer: nothing received for {:?}",
+                            config.idle_timeout
+                        );
+                        return CloseFrame {
+                            code: 1006,
+                            reason: "idle timeout".into(),
+                            by_peer: false,
+                        };
+                    }
+                    if !st.pinged && config.ping_interval.is_some_and(|interval| silent >= interval) {
+                        st.pinged = true;
+                        let _ = ws.ping(Bytes::new());
+                    }
+                }
+                Event::Read(Ok(0)) => {
+                    return st.sent_close.unwrap_or(CloseFrame {
+                        code: 1006,
+                        reason: "connection closed without a close frame".into(),
                         by_peer: true,
-                    };
+                    });
                 }
-                // After our close frame the application is done with the connection; what the
-                // peer sends until it answers is discarded.
-                _ if sent_close.is_some() => {}
-                inbound => {
-                    if let Inbound::Ping(payload) = &inbound {
-                        let _ = ws.pong(payload.clone());
-                    }
-                    if handle(inbound, ws, handler, wire, &mut batch).await == Some(false) {
-                        let _ = ws.close(1011, "internal error");
-                    }
+                Event::Read(Ok(_)) => {}
+                Event::Read(Err(err)) => {
+                    return st.sent_close.unwrap_or(CloseFrame {
+                        code: 1006,
+                        reason: err.to_string(),
+                        by_peer: true,
+                    });
                 }
             }
-            continue;
         }
-        if let Some(err) = wire.error.take() {
-            // Fail the connection (RFC 6455 §7.1.7): our close frame with the reason, then TCP.
-            tracing::debug!(conn = ws.id(), code = err.code, reason = %err.reason, "protocol error from peer");
-            refuse_sends(ws, err.code, &err.reason);
-            if sent_close.is_none() {
-                wire.send_close(err.code, &err.reason, config.close_timeout).await;
-            }
-            wire.linger(config.close_timeout).await;
-            return sent_close.unwrap_or(CloseFrame {
-                code: err.code,
-                reason: err.reason.into_owned(),
+    }
+}
+
+/// The drive loop's state.
+struct LoopState {
+    /// Sends taken from the queue, being written.
+    batch: VecDeque<Outbound>,
+    last_heard: Instant,
+    pinged: bool,
+    /// Set once our close frame is staged: the peer has until then to answer it.
+    close_deadline: Option<Instant>,
+    sent_close: Option<CloseFrame>,
+}
+
+impl LoopState {
+    /// Puts a requested close frame behind the batch; after it, nothing more is written.
+    fn stage_close(&mut self, close_request: Option<(u16, String)>, close_timeout: Duration) {
+        if self.sent_close.is_some() {
+            self.batch.clear();
+        } else if let Some((code, reason)) = close_request {
+            self.batch.push_back(Outbound::Message {
+                opcode: CLOSE,
+                payload: close_payload(code, &reason),
+            });
+            self.sent_close = Some(CloseFrame {
+                code,
+                reason,
                 by_peer: false,
             });
+            self.close_deadline = Some(Instant::now() + close_timeout);
         }
-
-        // 3. Wait for the peer, the queue, or a timer. The timer is re-armed only when it must
-        // fire earlier or has fired: moving it on every message would cost a timer-wheel update
-        // per message; a stale wake-up just finds nothing due.
-        let idle_deadline = match (config.ping_interval, pinged) {
-            (Some(interval), false) => last_heard + interval.min(config.idle_timeout),
-            _ => last_heard + config.idle_timeout,
-        };
-        let deadline = close_deadline.map_or(idle_deadline, |d| d.min(idle_deadline));
-        if timer.is_elapsed() || deadline < timer.deadline() {
-            timer.as_mut().reset(deadline);
-        }
-        tokio::select! {
-            _ = shared.wake.notified() => {}
-            // The server is shutting down: close with 1001 and finish the handshake (close_timeout).
-            _ = &mut stopping, if close_deadline.is_none() && !stop_seen => {
-                stop_seen = true;
-                let _ = ws.close(1001, "server shutting down");
-            }
-            _ = &mut timer => {
-                let now = Instant::now();
-                if close_deadline.is_some_and(|d| now >= d) {
-                    return sent_close.unwrap_or(CloseFrame { code: 1006, reason: "close timeout".into(), by_peer: false });
-                }
-                let silent = now.duration_since(last_heard);
-                if silent >= config.idle_timeout {
-                    tracing::info!(conn = ws.id(), "dropping idle peer: nothing received for {:?}", config.idle_timeout);
-                    return CloseFrame { code: 1006, reason: "idle timeout".into(), by_peer: false };
-                }
-                if !pinged && config.ping_interval.is_some_and(|interval| silent >= interval) {
-                    pinged = true;
-                    let _ = ws.ping(Bytes::new());
-                }
-            }
-            read = wire.read() => match read {
-                Ok(0) => {
-                    return sent_close.unwrap_or(CloseFrame { code: 1006, reason: "connection closed without a close frame".into(), by_peer: true });
-                }
-                Ok(_) => {}
-                Err(err) => {
-                    return sent_close.unwrap_or(CloseFrame { code: 1006, reason: err.to_string(), by_peer: true });
-                }
-            }
+        if self.batch.capacity() > KEEP_QUEUE_CAPACITY && self.batch.is_empty() {
+            self.batch = VecDeque::new();
         }
     }
 }
@@ -453,25 +584,6 @@ fn take_queue(q: &mut Queue, batch: &mut VecDeque<Outbound>) -> (Option<(u16, St
         q.items = VecDeque::new();
     }
     (q.close.clone(), q.abort)
-}
-
-/// Writes the batch; a slow consumer is aborted even while its write is stuck.
-async fn write_watching_abort(wire: &mut Wire, batch: &mut VecDeque<Outbound>, ws: &WebSocket) -> io::Result<()> {
-    let write = wire.write_batch(batch);
-    tokio::pin!(write);
-    loop {
-        tokio::select! {
-            // Most writes complete at once: polling the write first means the wake-up below is
-            // only registered (a lock in `Notify`) when the socket is actually full.
-            biased;
-            result = &mut write => return result,
-            _ = ws.shared.wake.notified() => {
-                if ws.shared.queue.lock().abort {
-                    return Err(io::Error::other("slow consumer"));
-                }
-            }
-        }
-    }
 }
 
 /// Runs one handler callback; a panic in it is caught and logged so that the connection still
@@ -517,18 +629,14 @@ fn handle<'a, H: Handler>(
     async move {
         let call = dispatch(inbound, ws, handler);
         tokio::pin!(call);
-        loop {
-            tokio::select! {
-                biased;
-                ok = &mut call => return Some(ok),
-                _ = ws.shared.wake.notified() => {
-                    let (_, abort) = take_queue(&mut ws.shared.queue.lock(), batch);
-                    if abort || write_watching_abort(wire, batch, ws).await.is_err() {
-                        return None;
-                    }
-                }
+        poll_fn(|cx| {
+            if let Poll::Ready(ok) = call.as_mut().poll(cx) {
+                return Poll::Ready(Some(ok));
             }
-        }
+            // The main loop reports how the connection failed.
+            wire.poll_output(cx, ws, batch).map(|_| None)
+        })
+        .await
     }
     .boxed()
 }

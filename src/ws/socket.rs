@@ -8,6 +8,7 @@
 use super::frame::{self, BINARY, PING, PONG, TEXT};
 use super::Text;
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http::{HeaderMap, Uri};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -70,7 +71,9 @@ pub(super) struct Shared {
     max_backpressure: usize,
     pub(super) queue: Mutex<Queue>,
     /// Wakes the connection task: something was queued, or a close was requested.
-    pub(super) wake: Notify,
+    /// Wakes the connection's task when something is queued (an `AtomicWaker`, not a `Notify`:
+    /// the task polls it without keeping a `Notified` future alive).
+    pub(super) waker: AtomicWaker,
     /// Wakes everyone waiting in [`WebSocket::closed`].
     ended: Notify,
 }
@@ -112,7 +115,7 @@ impl WebSocket {
                 handshake,
                 max_backpressure,
                 queue: Mutex::new(Queue::default()),
-                wake: Notify::new(),
+                waker: AtomicWaker::new(),
                 ended: Notify::new(),
             }),
         }
@@ -166,7 +169,7 @@ impl WebSocket {
             }
             q.close = Some((code, reason.to_owned()));
         }
-        self.shared.wake.notify_one();
+        self.shared.waker.wake();
         Ok(())
     }
 
@@ -223,13 +226,13 @@ impl WebSocket {
                     limit = self.shared.max_backpressure,
                     "closing slow consumer (1008): peer is not reading"
                 );
-                self.shared.wake.notify_one();
+                self.shared.waker.wake();
                 return Err(SendError::SlowConsumer);
             }
             q.bytes += len;
             q.items.push_back(item);
         }
-        self.shared.wake.notify_one();
+        self.shared.waker.wake();
         Ok(())
     }
 
