@@ -353,6 +353,7 @@ enum Event {
 }
 
 /// Not an `async fn`, for the reason given in [`run`].
+#[allow(clippy::manual_async_fn)]
 fn drive<'a, H: Handler>(
     wire: &'a mut Wire,
     ws: &'a WebSocket,
