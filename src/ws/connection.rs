@@ -407,7 +407,8 @@ fn drive<'a, H: Handler>(
 
             // 2. Hand what the peer sent to the handler, one message at a time.
             if let Some(inbound) = wire.inbox.pop_front() {
-                if wire.inbox.is_empty() && wire.inbox.capacity() > KEEP_QUEUE_CAPACITY {
+                if wire.inbox.is_empty() {
+                    // Most reads bring one message: an idle connection keeps no inbox.
                     wire.inbox = VecDeque::new();
                 }
                 st.last_heard = Instant::now();

@@ -23,7 +23,9 @@ use tokio::sync::Notify;
 pub struct Handshake {
     /// Path and query of the request (for a client, the URL it connected to).
     pub uri: Uri,
-    /// Request headers (for a client, the server's response headers).
+    /// Request headers (for a client, the server's response headers), without those that only
+    /// serve the handshake itself (`Upgrade`, `Connection`, `Sec-WebSocket-Key`, `-Version`,
+    /// `-Extensions`).
     pub headers: HeaderMap,
     /// The peer's address, when known (a server mounted without connect info does not know it).
     pub peer: Option<SocketAddr>,

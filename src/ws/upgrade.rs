@@ -11,11 +11,20 @@ use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use base64::Engine;
-use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Version};
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Request headers with no use after the upgrade; not kept in [`Handshake::headers`].
+const HANDSHAKE_ONLY: [header::HeaderName; 5] = [
+    header::UPGRADE,
+    header::CONNECTION,
+    header::SEC_WEBSOCKET_KEY,
+    header::SEC_WEBSOCKET_VERSION,
+    header::SEC_WEBSOCKET_EXTENSIONS,
+];
 
 /// An axum route that upgrades requests to WebSocket connections, each driven by a handler that
 /// `factory` makes from the handshake.
@@ -80,18 +89,17 @@ where
     // Served by `switchboard::http::serve`, the connection closes (1001) when the server shuts down.
     let shutdown = request.extensions().get::<crate::Shutdown>().cloned();
     let (parts, _body) = request.into_parts();
-    // Header values parsed by hyper share its 8 KiB read buffer; copying them lets that buffer go
-    // when the HTTP connection hands over, instead of pinning it for the socket's lifetime.
-    let headers = parts
-        .headers
-        .iter()
-        .map(|(name, value)| (name.clone(), copy_value(value)))
-        .collect();
-    let handshake = Handshake {
-        uri: parts.uri,
-        headers,
-        peer,
-    };
+    // The URI and header values parsed by hyper share its read buffer; copying them lets that
+    // buffer go when the HTTP connection hands over, instead of pinning it for the socket's
+    // lifetime. The headers that only served the handshake are not kept.
+    let uri = Uri::try_from(parts.uri.to_string()).unwrap_or(parts.uri);
+    let kept = || parts.headers.iter().filter(|(name, _)| !HANDSHAKE_ONLY.contains(name));
+    // Sized exactly: a `HeaderMap` grown by inserts reserves room for 6 entries (~620 bytes).
+    let mut headers = HeaderMap::with_capacity(kept().count());
+    for (name, value) in kept() {
+        headers.append(name.clone(), copy_value(value));
+    }
+    let handshake = Handshake { uri, headers, peer };
     let handler = factory(&handshake);
     let config = Config::clone(config);
     let task = async move {
