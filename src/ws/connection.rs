@@ -21,10 +21,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{sleep_until, Instant, Sleep};
 
-/// A drained queue larger than this is freed instead of kept for reuse, so a burst does not pin
-/// memory on a connection that then goes idle.
-const KEEP_QUEUE_CAPACITY: usize = 16;
-
 /// Corked frames are written once they reach this size; a larger frame is written from its own
 /// bytes instead of being copied.
 const CORK_LIMIT: usize = 64 * 1024;
@@ -213,34 +209,34 @@ impl Wire {
             if batch.is_empty() {
                 break;
             }
-            // Sealed into `out` before anything is written, so it never outlives this call.
+            // Sealed before anything more is written, so it never outlives this call.
             let mut cork = BytesMut::new();
             while self.out.len() < MAX_CHUNKS && cork.len() < CORK_LIMIT {
                 let Some(item) = batch.pop_front() else { break };
                 match item {
                     // A large frame, or the only one: written from the shared bytes, not copied.
                     Outbound::Frame(frame) if frame.len() >= CORK_LIMIT || (batch.is_empty() && cork.is_empty()) => {
-                        self.push_chunk(&mut cork, frame);
+                        self.push_chunk(cx, &mut cork, frame)?;
                     }
                     Outbound::Frame(frame) => cork.extend_from_slice(&frame),
-                    Outbound::Message { opcode, payload } => self.put_message(&mut cork, opcode, payload),
+                    Outbound::Message { opcode, payload } => self.put_message(cx, &mut cork, opcode, payload)?,
                 }
             }
-            self.seal(&mut cork);
+            self.seal(cx, &mut cork)?;
         }
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         // Nothing is kept for the next batch.
-        if self.out.capacity() > MAX_CHUNKS {
+        if self.out.capacity() > 0 {
             self.out = VecDeque::new();
         }
         Poll::Ready(Ok(()))
     }
 
     /// Frames one message, split into frames of at most `max_frame_size`.
-    fn put_message(&mut self, cork: &mut BytesMut, opcode: u8, payload: Bytes) {
+    fn put_message(&mut self, cx: &mut Context<'_>, cork: &mut BytesMut, opcode: u8, payload: Bytes) -> io::Result<()> {
         if payload.is_empty() {
             frame::put_frame(cork, true, opcode, &[], self.mask());
-            return;
+            return Ok(());
         }
         let mut frame_opcode = opcode;
         let mut start = 0;
@@ -252,13 +248,14 @@ impl Wire {
                 // Our own large payload is not copied.
                 None if chunk.len() >= CORK_LIMIT => {
                     frame::put_header(cork, fin, frame_opcode, chunk.len(), None);
-                    self.push_chunk(cork, chunk);
+                    self.push_chunk(cx, cork, chunk)?;
                 }
                 key => frame::put_frame(cork, fin, frame_opcode, &chunk, key),
             }
             frame_opcode = frame::CONTINUATION;
             start = end;
         }
+        Ok(())
     }
 
     /// A client masks every frame with a fresh key (RFC 6455 §5.3); a server never does.
@@ -266,16 +263,35 @@ impl Wire {
         (self.role == Role::Client).then(|| fastrand::u32(..).to_ne_bytes())
     }
 
-    /// Queues `chunk` for writing after what is corked so far.
-    fn push_chunk(&mut self, cork: &mut BytesMut, chunk: Bytes) {
-        self.seal(cork);
-        self.out.push_back(chunk);
+    /// Sends `chunk` after what is corked so far.
+    fn push_chunk(&mut self, cx: &mut Context<'_>, cork: &mut BytesMut, chunk: Bytes) -> io::Result<()> {
+        self.seal(cx, cork)?;
+        self.emit(cx, chunk)
     }
 
-    fn seal(&mut self, cork: &mut BytesMut) {
-        if !cork.is_empty() {
-            self.out.push_back(cork.split().freeze());
+    fn seal(&mut self, cx: &mut Context<'_>, cork: &mut BytesMut) -> io::Result<()> {
+        if cork.is_empty() {
+            return Ok(());
         }
+        let corked = cork.split().freeze();
+        self.emit(cx, corked)
+    }
+
+    /// Writes `chunk` at once when nothing is waiting before it; what the socket does not take
+    /// waits in `out`. As in uWebSockets, a connection buffers only under backpressure: `out`
+    /// is allocated only when a write falls short.
+    fn emit(&mut self, cx: &mut Context<'_>, mut chunk: Bytes) -> io::Result<()> {
+        if self.out.is_empty() {
+            match Pin::new(&mut self.io).poll_write(cx, &chunk) {
+                Poll::Ready(Ok(0)) if !chunk.is_empty() => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) if n == chunk.len() => return Ok(()),
+                Poll::Ready(Ok(n)) => chunk.advance(n),
+                Poll::Ready(Err(err)) => return Err(err),
+                Poll::Pending => {}
+            }
+        }
+        self.out.push_back(chunk);
+        Ok(())
     }
 
     /// Writes the queued chunks, several per syscall.
@@ -565,9 +581,6 @@ impl LoopState {
             });
             self.close_deadline = Some(Instant::now() + close_timeout);
         }
-        if self.batch.capacity() > KEEP_QUEUE_CAPACITY && self.batch.is_empty() {
-            self.batch = VecDeque::new();
-        }
     }
 }
 
@@ -579,12 +592,10 @@ fn forced_close(ws: &WebSocket) -> Option<(u16, String)> {
 
 /// Moves the queued messages into `batch` and returns the pending close request, if any.
 fn take_queue(q: &mut Queue, batch: &mut VecDeque<Outbound>) -> (Option<(u16, String)>, bool) {
-    std::mem::swap(&mut q.items, batch);
+    // The drained buffer of the last batch is freed rather than kept for reuse: an idle
+    // connection then holds no queue storage, at the price of one allocation per wake-up.
+    *batch = std::mem::take(&mut q.items);
     q.bytes = 0;
-    // Free a large drained buffer; keep a small one for reuse.
-    if q.items.capacity() > KEEP_QUEUE_CAPACITY {
-        q.items = VecDeque::new();
-    }
     (q.close.clone(), q.abort)
 }
 
