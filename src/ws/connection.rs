@@ -49,7 +49,8 @@ pub(crate) fn run<H: Handler>(
         io,
         role,
         max_frame_size: config.max_frame_size.max(1),
-        decoder: Decoder::new(role, config.max_message_size),
+        decoder: None,
+        max_message_size: config.max_message_size,
         inbox: VecDeque::new(),
         error: None,
         out: VecDeque::new(),
@@ -104,7 +105,10 @@ struct Wire {
     io: Io,
     role: Role,
     max_frame_size: usize,
-    decoder: Decoder,
+    /// The decoder's state, allocated only while a frame or message is partly received: most
+    /// reads bring whole messages, and an idle connection then holds no decoder at all.
+    decoder: Option<Box<Decoder>>,
+    max_message_size: usize,
     /// Messages decoded from the last read, handed to the handler one at a time.
     inbox: VecDeque<Inbound>,
     /// A protocol violation found in the last read, acted on once the inbox is empty.
@@ -124,8 +128,15 @@ impl Wire {
         let mut buf = ReadBuf::uninit(&mut scratch);
         ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
         let data = buf.filled();
-        if let Err(err) = self.decoder.decode(data, &mut self.inbox) {
-            self.error.get_or_insert(Box::new(err));
+        if !data.is_empty() {
+            let (role, max) = (self.role, self.max_message_size);
+            let decoder = self.decoder.get_or_insert_with(|| Box::new(Decoder::new(role, max)));
+            if let Err(err) = decoder.decode(data, &mut self.inbox) {
+                self.error.get_or_insert(Box::new(err));
+            }
+            if decoder.is_idle() {
+                self.decoder = None;
+            }
         }
         Poll::Ready(Ok(data.len()))
     }

@@ -101,6 +101,12 @@ impl Decoder {
         }
     }
 
+    /// Whether nothing is partly received (and the connection has not failed): the decoder may
+    /// then be dropped and made anew for the next bytes.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.header_len == 0 && self.frame.is_none() && self.message_opcode.is_none() && !self.failed
+    }
+
     /// Decodes `input`, appending each complete message to `out`. After an error the connection
     /// is failed: the rest is ignored.
     pub(crate) fn decode(&mut self, mut input: &[u8], out: &mut VecDeque<Inbound>) -> Result<(), ProtocolError> {
@@ -463,5 +469,18 @@ mod tests {
         decoder.decode(&frame(true, TEXT, &[b'x'; 5000]), &mut out).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!((decoder.message.capacity(), decoder.control.capacity()), (0, 0));
+        assert!(decoder.is_idle());
+        // Partly received: one header byte, then a fragment of a message.
+        let bytes = frame(false, TEXT, b"ab");
+        decoder.decode(&bytes[..1], &mut out).unwrap();
+        assert!(!decoder.is_idle());
+        decoder.decode(&bytes[1..], &mut out).unwrap();
+        assert!(!decoder.is_idle(), "a fragmented message is in progress");
+        decoder.decode(&frame(true, CONTINUATION, b"c"), &mut out).unwrap();
+        assert!(decoder.is_idle());
+        assert_eq!(out.pop_back(), Some(Inbound::Text(Bytes::from_static(b"abc"))));
+        // A failed decoder is kept: it must go on ignoring the peer.
+        assert!(decoder.decode(&[0xC1, 0x80], &mut out).is_err());
+        assert!(!decoder.is_idle());
     }
 }
