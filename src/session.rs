@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 pub(crate) struct Session {
     node: Node,
-    /// Set when the connection opens.
+    /// The connection's bidirectional channels: set when it opens if an `on_connect` hook
+    /// wants it, else when the client opens its first channel.
     connection: Option<Connection>,
     /// Topics this connection subscribes to: a few per connection, so a vector sized exactly
     /// (24 bytes per topic) rather than a hash set (~120 bytes for the first one).
@@ -194,7 +195,8 @@ impl Session {
         let Some(route) = self.node.shared.routes.get(name).cloned() else {
             return reply(ws, protocol::error(&text::channel_not_found(name), Some(name), id));
         };
-        let Some(channel) = self.connection.as_ref().and_then(|c| c.register(name)) else {
+        let connection = self.connection.get_or_insert_with(|| Connection::new(ws.clone()));
+        let Some(channel) = connection.register(name) else {
             return reply(
                 ws,
                 protocol::error(&format!("Channel '{name}' is already open."), Some(name), id),
@@ -298,11 +300,15 @@ fn reply(ws: &WebSocket, message: String) {
 impl Handler for Session {
     async fn on_open(&mut self, ws: &WebSocket) {
         self.node.shared.counters.connections.fetch_add(1, Ordering::Relaxed);
-        let connection = Connection::new(ws.clone());
-        for hook in &self.node.shared.on_connect {
-            tokio::spawn(hook(connection.clone()));
+        // Made on first use when no hook needs it now: most connections only subscribe, and an
+        // idle one then carries no channel registry.
+        if !self.node.shared.on_connect.is_empty() {
+            let connection = Connection::new(ws.clone());
+            for hook in &self.node.shared.on_connect {
+                tokio::spawn(hook(connection.clone()));
+            }
+            self.connection = Some(connection);
         }
-        self.connection = Some(connection);
     }
 
     async fn on_message(&mut self, ws: &WebSocket, text: Text) {

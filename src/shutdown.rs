@@ -102,6 +102,11 @@ impl Shutdown {
 
     /// Forgets `ws`, which has ended.
     pub(crate) fn untrack(&self, ws: &WebSocket) {
-        self.inner.sockets.lock().remove(&ws.id());
+        let mut sockets = self.inner.sockets.lock();
+        sockets.remove(&ws.id());
+        // Give back the room of a past spike of connections.
+        if sockets.capacity() > 1024 && sockets.len() < sockets.capacity() / 4 {
+            sockets.shrink_to_fit();
+        }
     }
 }

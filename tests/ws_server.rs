@@ -93,6 +93,13 @@ impl Handler for Rec {
                     }
                 }
             });
+        } else if let Some(n) = s.strip_prefix("burst-close:") {
+            // N binary 16 KiB messages, then close(4000, "done").
+            let chunk = bytes::Bytes::from(vec![9u8; 16 * 1024]);
+            for _ in 0..n.parse::<usize>().unwrap() {
+                ws.send_binary(chunk.clone()).unwrap();
+            }
+            ws.close(4000, "done").unwrap();
         } else if s == "ping-me" {
             let _ = ws.ping(&b"server ping"[..]);
         } else {
@@ -720,6 +727,43 @@ async fn server_close_completes_the_handshake_then_closes_tcp() {
     raw.expect_eof().await;
     let close = server.close_event("/ws").await;
     assert_eq!((close.code, close.by_peer), (4000, false));
+}
+
+/// Regression: a close requested while a large batch is still being written (the peer reads
+/// slowly) and the peer sending something meanwhile. The queued messages and then the close
+/// frame must all arrive; before the fix the unwritten rest of the batch, close frame
+/// included, was dropped on the next turn of the connection loop.
+#[tokio::test]
+async fn close_after_a_large_batch_to_a_slow_reader_loses_nothing() {
+    // 16 MiB queued: more than loopback's socket buffers take at once.
+    let mut server = Server::start(Config {
+        max_backpressure: 64 << 20,
+        ..quick_config()
+    })
+    .await;
+    let (mut raw, _) = Raw::connect(server.addr, "/ws", "").await;
+    server.open("/ws").await;
+    raw.send(0x81, b"burst-close:1024").await;
+    // Let the server fill the socket buffers, then make it take another turn.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    raw.send(0x89, b"are you there").await;
+    for i in 0..1024 {
+        let f = raw.expect_frame().await;
+        assert_eq!((f.opcode, f.payload.len()), (2, 16 * 1024), "message {i}");
+    }
+    // A pong may come before the close (the ping arrived before the close was staged).
+    let mut f = raw.expect_frame().await;
+    if f.opcode == 0xA {
+        f = raw.expect_frame().await;
+    }
+    assert_eq!(f.close(), (4000, "done".to_owned()));
+    raw.send(0x88, &4000u16.to_be_bytes()).await;
+    raw.expect_eof().await;
+    let close = server.close_event("/ws").await;
+    assert_eq!(
+        (close.code, close.reason.as_str(), close.by_peer),
+        (4000, "done", false)
+    );
 }
 
 #[tokio::test]

@@ -162,6 +162,17 @@ fn check_response(headers: &HeaderMap, key: &str) -> Result<(), HandshakeError> 
     if !header_has_token(headers, http::header::CONNECTION, "upgrade") {
         return Err(HandshakeError::Rejected("missing 'Connection: Upgrade' header".into()));
     }
+    // We offer no extension and no subprotocol, so the server may not pick one (RFC 6455 §4.1).
+    for name in [
+        http::header::SEC_WEBSOCKET_EXTENSIONS,
+        http::header::SEC_WEBSOCKET_PROTOCOL,
+    ] {
+        if headers.contains_key(&name) {
+            return Err(HandshakeError::Rejected(format!(
+                "the server chose a {name} we did not offer"
+            )));
+        }
+    }
     let expected = accept_key(key.as_bytes());
     if headers
         .get(http::header::SEC_WEBSOCKET_ACCEPT)

@@ -4,7 +4,7 @@
 use super::decoder::{Decoder, Inbound, ProtocolError};
 use super::frame::{self, Role, CLOSE};
 use super::io::Io;
-use super::socket::{Outbound, Queue};
+use super::socket::{Outbound, Queue, Shared};
 use super::{CloseFrame, Config, Handler, Text, WebSocket};
 use crate::Shutdown;
 use bytes::{Buf, Bytes, BytesMut};
@@ -129,12 +129,22 @@ impl Wire {
         ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
         let data = buf.filled();
         if !data.is_empty() {
-            let (role, max) = (self.role, self.max_message_size);
-            let decoder = self.decoder.get_or_insert_with(|| Box::new(Decoder::new(role, max)));
-            if let Err(err) = decoder.decode(data, &mut self.inbox) {
+            let result = match self.decoder.as_mut() {
+                Some(decoder) => decoder.decode(data, &mut self.inbox),
+                None => {
+                    // Decoded on the stack; kept (boxed) only if the read ended inside a frame.
+                    let mut decoder = Decoder::new(self.role, self.max_message_size);
+                    let result = decoder.decode(data, &mut self.inbox);
+                    if !decoder.is_idle() {
+                        self.decoder = Some(Box::new(decoder));
+                    }
+                    result
+                }
+            };
+            if let Err(err) = result {
                 self.error.get_or_insert(Box::new(err));
             }
-            if decoder.is_idle() {
+            if self.decoder.as_ref().is_some_and(|d| d.is_idle()) {
                 self.decoder = None;
             }
         }
@@ -245,8 +255,9 @@ impl Wire {
 
     /// Frames one message, split into frames of at most `max_frame_size`.
     fn put_message(&mut self, cx: &mut Context<'_>, cork: &mut BytesMut, opcode: u8, payload: Bytes) -> io::Result<()> {
-        if payload.is_empty() {
-            frame::put_frame(cork, true, opcode, &[], self.mask());
+        // Control frames are at most 125 bytes and must not be fragmented (RFC 6455 §5.5).
+        if payload.is_empty() || opcode >= CLOSE {
+            frame::put_frame(cork, true, opcode, &payload, self.mask());
             return Ok(());
         }
         let mut frame_opcode = opcode;
@@ -345,6 +356,62 @@ impl Wire {
         .boxed()
     }
 
+    /// Ends the connection with a close frame (sent unless `send` is false, e.g. ours is out
+    /// already). Boxed, and owning its arguments, so the connection's task keeps none of this.
+    fn end_with_close(
+        &mut self,
+        code: u16,
+        reason: String,
+        by_peer: bool,
+        send: bool,
+        limit: Duration,
+    ) -> BoxFuture<'_, CloseFrame> {
+        async move {
+            if send {
+                self.send_close(code, &reason, limit).await;
+            }
+            CloseFrame { code, reason, by_peer }
+        }
+        .boxed()
+    }
+
+    /// Writes what is left of the batch (ending with our close frame), at most `limit`, and
+    /// ends with `close`.
+    fn finish(
+        &mut self,
+        mut batch: VecDeque<Outbound>,
+        close: CloseFrame,
+        limit: Duration,
+    ) -> BoxFuture<'_, CloseFrame> {
+        async move {
+            let _ = tokio::time::timeout(limit, self.write_batch(&mut batch)).await;
+            close
+        }
+        .boxed()
+    }
+
+    /// Fails the connection after a protocol violation: our close frame with the reason (unless
+    /// ours is out already), then a lingering close of TCP.
+    fn fail(
+        &mut self,
+        err: ProtocolError,
+        sent_close: Option<CloseFrame>,
+        limit: Duration,
+    ) -> BoxFuture<'_, CloseFrame> {
+        async move {
+            if sent_close.is_none() {
+                self.send_close(err.code, &err.reason, limit).await;
+            }
+            self.linger(limit).await;
+            sent_close.unwrap_or(CloseFrame {
+                code: err.code,
+                reason: err.reason.into_owned(),
+                by_peer: false,
+            })
+        }
+        .boxed()
+    }
+
     /// After failing the connection: end our side, then let the peer read our close frame before
     /// the socket goes (closing with unread input would reset the connection and could destroy
     /// the close frame in flight). Waits for the peer's end of stream, at most `limit`.
@@ -404,32 +471,12 @@ fn drive<'a, H: Handler>(
             // 1. Take everything queued since the last turn as the next batch, once the previous
             // one is out: while the socket is full, sends stay in the queue, where the
             // slow-consumer budget counts them.
-            let abort = {
-                let (close_request, abort) = {
-                    let mut q = shared.queue.lock();
-                    if q.abort || !wire.writing(&st.batch) {
-                        take_queue(&mut q, &mut st.batch)
-                    } else {
-                        (None, false)
-                    }
-                };
-                if abort {
-                    Some(close_request.unwrap_or((1008, String::new())))
-                } else {
-                    st.stage_close(close_request, config.close_timeout);
-                    None
-                }
-            };
-            if let Some((code, reason)) = abort {
+            if let Some((code, reason)) = st.take_queue(wire, shared, config.close_timeout) {
                 // The peer stopped reading: try to tell it why, but do not wait on it.
-                if st.sent_close.is_none() {
-                    wire.send_close(code, &reason, Duration::from_millis(100)).await;
-                }
-                return CloseFrame {
-                    code,
-                    reason,
-                    by_peer: false,
-                };
+                let send = st.sent_close.is_none();
+                return wire
+                    .end_with_close(code, reason, false, send, Duration::from_millis(100))
+                    .await;
             }
 
             // 2. Hand what the peer sent to the handler, one message at a time.
@@ -442,18 +489,17 @@ fn drive<'a, H: Handler>(
                 st.pinged = false;
                 match inbound {
                     Inbound::Close { code, reason } => {
-                        if let Some(ours) = st.sent_close {
-                            // The peer answered our close: the handshake is complete.
-                            return ours;
+                        if let Some(ours) = st.sent_close.take() {
+                            // The peer answered our close: the handshake is complete once our
+                            // close frame (staged, maybe not all written yet) is out.
+                            let batch = std::mem::take(&mut st.batch);
+                            return wire.finish(batch, ours, config.close_timeout).await;
                         }
                         // Echo the peer's close; nothing may follow it (RFC 6455 §5.5.1).
                         refuse_sends(ws, code, &reason);
-                        wire.send_close(code, &reason, config.close_timeout).await;
-                        return CloseFrame {
-                            code,
-                            reason,
-                            by_peer: true,
-                        };
+                        return wire
+                            .end_with_close(code, reason, true, true, config.close_timeout)
+                            .await;
                     }
                     // After our close frame the application is done with the connection; what the
                     // peer sends until it answers is discarded.
@@ -462,8 +508,12 @@ fn drive<'a, H: Handler>(
                         if let Inbound::Ping(payload) = &inbound {
                             let _ = ws.pong(payload.clone());
                         }
-                        if handle(inbound, ws, handler, wire, &mut st.batch).await == Some(false) {
-                            let _ = ws.close(1011, "internal error");
+                        match handle(inbound, ws, handler, wire, &mut st.batch).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                let _ = ws.close(1011, "internal error");
+                            }
+                            Err(err) => return write_failed(ws, err, st.sent_close),
                         }
                     }
                 }
@@ -473,15 +523,7 @@ fn drive<'a, H: Handler>(
                 // Fail the connection (RFC 6455 §7.1.7): our close frame with the reason, then TCP.
                 tracing::debug!(conn = ws.id(), code = err.code, reason = %err.reason, "protocol error from peer");
                 refuse_sends(ws, err.code, &err.reason);
-                if st.sent_close.is_none() {
-                    wire.send_close(err.code, &err.reason, config.close_timeout).await;
-                }
-                wire.linger(config.close_timeout).await;
-                return st.sent_close.unwrap_or(CloseFrame {
-                    code: err.code,
-                    reason: err.reason.to_string(),
-                    by_peer: false,
-                });
+                return wire.fail(*err, st.sent_close.take(), config.close_timeout).await;
             }
 
             // 3. Wait. The timer is re-armed only when it must fire earlier or has fired: moving it
@@ -501,22 +543,7 @@ fn drive<'a, H: Handler>(
             let event = poll_fn(|cx| wire.poll_event(cx, ws, &mut st.batch, timer.as_mut(), may_close)).await;
             match event {
                 Event::Queued | Event::Written(Ok(())) => {}
-                Event::Written(Err(err)) => {
-                    tracing::debug!(conn = ws.id(), %err, "write failed");
-                    // A slow consumer aborted mid-write is reported as the 1008 close it is.
-                    if let Some((code, reason)) = forced_close(ws) {
-                        return CloseFrame {
-                            code,
-                            reason,
-                            by_peer: false,
-                        };
-                    }
-                    return st.sent_close.unwrap_or(CloseFrame {
-                        code: 1006,
-                        reason: err.to_string(),
-                        by_peer: false,
-                    });
-                }
+                Event::Written(Err(err)) => return write_failed(ws, err, st.sent_close),
                 Event::Timer => {
                     let now = Instant::now();
                     if st.close_deadline.is_some_and(|d| now >= d) {
@@ -576,7 +603,27 @@ struct LoopState {
 }
 
 impl LoopState {
-    /// Puts a requested close frame behind the batch; after it, nothing more is written.
+    /// Takes everything queued since the last turn as the next batch, once the previous one is
+    /// out: while the socket is full, sends stay in the queue, where the slow-consumer budget
+    /// counts them. Returns the close to end with if the slow-consumer policy fired.
+    fn take_queue(&mut self, wire: &Wire, shared: &Shared, close_timeout: Duration) -> Option<(u16, String)> {
+        let (close_request, abort) = {
+            let mut q = shared.queue.lock();
+            if !q.abort && wire.writing(&self.batch) {
+                return None;
+            }
+            take_queue(&mut q, &mut self.batch)
+        };
+        if abort {
+            return Some(close_request.unwrap_or((1008, String::new())));
+        }
+        // The batch holds only what was just taken: the last one is written.
+        self.stage_close(close_request, close_timeout);
+        None
+    }
+
+    /// Puts a requested close frame behind the batch just taken; after it, nothing more is
+    /// written (what was taken after our close frame is dropped).
     fn stage_close(&mut self, close_request: Option<(u16, String)>, close_timeout: Duration) {
         if self.sent_close.is_some() {
             self.batch.clear();
@@ -593,6 +640,24 @@ impl LoopState {
             self.close_deadline = Some(Instant::now() + close_timeout);
         }
     }
+}
+
+/// How the connection ended when writing to it failed.
+fn write_failed(ws: &WebSocket, err: io::Error, sent_close: Option<CloseFrame>) -> CloseFrame {
+    tracing::debug!(conn = ws.id(), %err, "write failed");
+    // A slow consumer aborted mid-write is reported as the 1008 close it is.
+    if let Some((code, reason)) = forced_close(ws) {
+        return CloseFrame {
+            code,
+            reason,
+            by_peer: false,
+        };
+    }
+    sent_close.unwrap_or(CloseFrame {
+        code: 1006,
+        reason: err.to_string(),
+        by_peer: false,
+    })
 }
 
 /// The close requested by the slow-consumer policy, if it aborted the connection.
@@ -639,28 +704,39 @@ fn guarded<'a>(
 
 /// Hands one message to the handler. While the handler awaits (an action, a subscribe through
 /// the broker), what is queued for this peer keeps going out: a slow handler must not turn a
-/// healthy reader into a "slow consumer". Resolves to `Some(false)` if the handler panicked,
-/// `None` if writing failed (the main loop then reports how the connection ended).
+/// healthy reader into a "slow consumer". Resolves to whether the handler completed without
+/// panicking, or to the write error that ended the connection meanwhile.
 ///
-/// Boxed: it exists only while a message is being handled, not in every idle connection.
+/// The handler is never cancelled, not even when writing fails: it may hold state that only its
+/// own completion releases (a subscription half made). Boxed: it exists only while a message is
+/// being handled, not in every idle connection.
 fn handle<'a, H: Handler>(
     inbound: Inbound,
     ws: &'a WebSocket,
     handler: &'a mut H,
     wire: &'a mut Wire,
     batch: &'a mut VecDeque<Outbound>,
-) -> BoxFuture<'a, Option<bool>> {
+) -> BoxFuture<'a, io::Result<bool>> {
     async move {
         let call = dispatch(inbound, ws, handler);
         tokio::pin!(call);
-        poll_fn(|cx| {
+        let mut failed: Option<io::Error> = None;
+        let completed = poll_fn(|cx| {
             if let Poll::Ready(ok) = call.as_mut().poll(cx) {
-                return Poll::Ready(Some(ok));
+                return Poll::Ready(ok);
             }
-            // The main loop reports how the connection failed.
-            wire.poll_output(cx, ws, batch).map(|_| None)
+            if failed.is_none() {
+                if let Poll::Ready(err) = wire.poll_output(cx, ws, batch) {
+                    failed = Some(err);
+                }
+            }
+            Poll::Pending
         })
-        .await
+        .await;
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(completed),
+        }
     }
     .boxed()
 }
