@@ -67,7 +67,7 @@ pub async fn connect<H: Handler>(url: &str, handler: H, config: Config) -> Resul
         return Err(ConnectError::InvalidUrl(url.to_owned()));
     };
     let port = uri.port_u16().unwrap_or(80);
-    let (io, headers, peer) = tokio::time::timeout(config.handshake_timeout, handshake(&uri, host, port))
+    let (io, prefix, headers, peer) = tokio::time::timeout(config.handshake_timeout, handshake(&uri, host, port))
         .await
         .map_err(|_| ConnectError::Timeout(url.to_owned()))?
         .map_err(|err| match err {
@@ -83,7 +83,15 @@ pub async fn connect<H: Handler>(url: &str, handler: H, config: Config) -> Resul
     let handshake = Handshake { uri, headers, peer };
     let ws = WebSocket::new(handshake, config.max_backpressure);
     let task_ws = ws.clone();
-    tokio::spawn(connection::run(io, Role::Client, task_ws, handler, config, None));
+    tokio::spawn(connection::run(
+        io,
+        prefix,
+        Role::Client,
+        task_ws,
+        handler,
+        config,
+        None,
+    ));
     Ok(ws)
 }
 
@@ -102,7 +110,7 @@ async fn handshake(
     uri: &Uri,
     host: &str,
     port: u16,
-) -> Result<(Io, HeaderMap, Option<std::net::SocketAddr>), HandshakeError> {
+) -> Result<(Io, Bytes, HeaderMap, Option<std::net::SocketAddr>), HandshakeError> {
     // An IPv6 literal comes bracketed in the URL; connect() wants it bare.
     let mut tcp = TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port)).await?;
     let _ = tcp.set_nodelay(true);
@@ -149,8 +157,7 @@ async fn handshake(
         }
         check_response(&headers, &key)?;
         let rest = buf.split_off(head_len);
-        let prefix = (!rest.is_empty()).then(|| Bytes::from(rest.to_vec()));
-        return Ok((Io::Tcp { prefix, io: tcp }, headers, peer));
+        return Ok((Io::Tcp(tcp), rest.freeze(), headers, peer));
     }
 }
 

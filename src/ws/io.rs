@@ -11,25 +11,18 @@ use tokio::net::TcpStream;
 /// The socket under a connection: the TCP stream itself when possible (one less boxed layer on
 /// every read and write), else hyper's `Upgraded`.
 pub(crate) enum Io {
-    Tcp {
-        /// Bytes read past the handshake (a peer that sent frames right behind it). Dropped once
-        /// consumed: on the server it shares hyper's 8 KiB read buffer, which an idle connection
-        /// must not keep alive.
-        prefix: Option<Bytes>,
-        io: TcpStream,
-    },
+    Tcp(TcpStream),
     Upgraded(TokioIo<hyper::upgrade::Upgraded>),
 }
 
 impl Io {
     /// Unwraps hyper's upgraded connection back to the TCP stream when that is what it is.
-    pub(crate) fn from_upgraded(upgraded: hyper::upgrade::Upgraded) -> Self {
+    /// Also returns the bytes hyper read past the handshake (a peer that sent frames right
+    /// behind it), for the connection to decode first.
+    pub(crate) fn from_upgraded(upgraded: hyper::upgrade::Upgraded) -> (Self, Bytes) {
         match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(hyper::upgrade::Parts { io, read_buf, .. }) => Io::Tcp {
-                prefix: (!read_buf.is_empty()).then_some(read_buf),
-                io: io.into_inner(),
-            },
-            Err(upgraded) => Io::Upgraded(TokioIo::new(upgraded)),
+            Ok(hyper::upgrade::Parts { io, read_buf, .. }) => (Io::Tcp(io.into_inner()), read_buf),
+            Err(upgraded) => (Io::Upgraded(TokioIo::new(upgraded)), Bytes::new()),
         }
     }
 }
@@ -37,17 +30,7 @@ impl Io {
 impl AsyncRead for Io {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            Io::Tcp { prefix, io } => {
-                if let Some(bytes) = prefix {
-                    let n = bytes.len().min(buf.remaining());
-                    buf.put_slice(&bytes.split_to(n));
-                    if bytes.is_empty() {
-                        *prefix = None;
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                Pin::new(io).poll_read(cx, buf)
-            }
+            Io::Tcp(io) => Pin::new(io).poll_read(cx, buf),
             Io::Upgraded(io) => Pin::new(io).poll_read(cx, buf),
         }
     }
@@ -56,7 +39,7 @@ impl AsyncRead for Io {
 impl AsyncWrite for Io {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
-            Io::Tcp { io, .. } => Pin::new(io).poll_write(cx, data),
+            Io::Tcp(io) => Pin::new(io).poll_write(cx, data),
             Io::Upgraded(io) => Pin::new(io).poll_write(cx, data),
         }
     }
@@ -66,25 +49,25 @@ impl AsyncWrite for Io {
         bufs: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
-            Io::Tcp { io, .. } => Pin::new(io).poll_write_vectored(cx, bufs),
+            Io::Tcp(io) => Pin::new(io).poll_write_vectored(cx, bufs),
             Io::Upgraded(io) => Pin::new(io).poll_write_vectored(cx, bufs),
         }
     }
     fn is_write_vectored(&self) -> bool {
         match self {
-            Io::Tcp { io, .. } => io.is_write_vectored(),
+            Io::Tcp(io) => io.is_write_vectored(),
             Io::Upgraded(io) => io.is_write_vectored(),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            Io::Tcp { io, .. } => Pin::new(io).poll_flush(cx),
+            Io::Tcp(io) => Pin::new(io).poll_flush(cx),
             Io::Upgraded(io) => Pin::new(io).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            Io::Tcp { io, .. } => Pin::new(io).poll_shutdown(cx),
+            Io::Tcp(io) => Pin::new(io).poll_shutdown(cx),
             Io::Upgraded(io) => Pin::new(io).poll_shutdown(cx),
         }
     }

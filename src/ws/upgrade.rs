@@ -106,9 +106,9 @@ where
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocket::new(handshake, config.max_backpressure);
-                let io = Io::from_upgraded(upgraded);
+                let (io, prefix) = Io::from_upgraded(upgraded);
                 // Its own task: this one's room for the upgrade (handshake, hyper's future) is freed.
-                let run = connection::run(io, Role::Server, ws, handler, config, shutdown);
+                let run = connection::run(io, prefix, Role::Server, ws, handler, config, shutdown);
                 tokio::spawn(run);
             }
             Err(err) => tracing::debug!(%err, "websocket upgrade failed"),
