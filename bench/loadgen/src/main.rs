@@ -415,11 +415,12 @@ async fn connect(url: &str, target: SocketAddr, source: Ipv4Addr) -> Result<Ws, 
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
         }
-        let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        let mut sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
         let _ = sock.set_reuseaddr(true);
-        if let Err(e) = sock.bind(SocketAddr::new(source.into(), 0)) {
-            last = format!("bind {source}: {e}");
-            continue;
+        if sock.bind(SocketAddr::new(source.into(), 0)).is_err() {
+            // The source's ports are taken (often by TIME_WAIT from the previous run against
+            // another server): let connect() choose, which picks ports by the whole 4-tuple.
+            sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
         }
         let stream = match sock.connect(target).await {
             Ok(s) => s,
