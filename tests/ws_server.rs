@@ -652,6 +652,37 @@ async fn invalid_utf8_closes_with_1007() {
     raw.expect_eof().await;
 }
 
+/// Outgoing messages larger than `max_frame_size` go out as fragments, in order, whatever their
+/// number (here 16 fragments of 4 KiB: more chunks than one vectored write takes).
+#[tokio::test]
+async fn large_outgoing_messages_are_fragmented_in_order() {
+    let mut server = Server::start(Config {
+        max_frame_size: 4096,
+        max_message_size: 1 << 20,
+        ..quick_config()
+    })
+    .await;
+    let (mut raw, _) = Raw::connect(server.addr, "/ws", "").await;
+    server.open("/ws").await;
+    let data: Vec<u8> = (0..64 * 1024).map(|i| (i % 253) as u8).collect();
+    raw.send(0x82, &data).await;
+    let mut got = Vec::new();
+    for i in 0..16 {
+        let f = raw.expect_frame().await;
+        let opcode = if i == 0 { 2 } else { 0 };
+        assert_eq!(
+            (f.fin, f.opcode, f.payload.len()),
+            (i == 15, opcode, 4096),
+            "fragment {i}"
+        );
+        got.extend_from_slice(&f.payload);
+    }
+    assert!(got == data, "reassembled payload differs");
+    // And the connection goes on.
+    raw.send(0x81, b"after").await;
+    assert_eq!(raw.expect_frame().await.payload, b"after");
+}
+
 #[tokio::test]
 async fn fragmented_messages_with_interleaved_pings_are_reassembled() {
     let mut server = Server::start(quick_config()).await;

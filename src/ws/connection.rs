@@ -21,9 +21,12 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{sleep_until, Instant, Sleep};
 
-/// Corked frames are written once they reach this size; a larger frame is written from its own
-/// bytes instead of being copied.
+/// Corked frames are written once they reach this size.
 const CORK_LIMIT: usize = 64 * 1024;
+
+/// A frame or payload at least this large is written from its own bytes (a vectored write)
+/// rather than copied into the cork.
+const COPY_LIMIT: usize = 4 * 1024;
 
 /// Chunks handed to one vectored write.
 const MAX_CHUNKS: usize = 16;
@@ -259,20 +262,25 @@ impl Wire {
             if batch.is_empty() {
                 break;
             }
-            // Sealed before anything more is written, so it never outlives this call.
-            let mut cork = BytesMut::new();
-            while self.out.len() < MAX_CHUNKS && cork.len() < CORK_LIMIT {
+            // One round: small frames copied together, large ones referenced, all of it handed
+            // to one vectored write. Built on the stack; only what the socket does not take
+            // goes to the backlog.
+            let mut round = Round::default();
+            while !round.full() && round.corked() < CORK_LIMIT {
                 let Some(item) = batch.pop_front() else { break };
                 match item {
                     // A large frame, or the only one: written from the shared bytes, not copied.
-                    Outbound::Frame(frame) if frame.len() >= CORK_LIMIT || (batch.is_empty() && cork.is_empty()) => {
-                        self.push_chunk(cx, &mut cork, frame)?;
+                    Outbound::Frame(frame)
+                        if frame.len() >= COPY_LIMIT || (batch.is_empty() && round.corked() == 0) =>
+                    {
+                        round.push(frame);
                     }
-                    Outbound::Frame(frame) => cork.extend_from_slice(&frame),
-                    Outbound::Message { opcode, payload } => self.put_message(cx, &mut cork, opcode, payload)?,
+                    Outbound::Frame(frame) => round.cork.extend_from_slice(&frame),
+                    Outbound::Message { opcode, payload } => self.put_message(&mut round, opcode, payload),
                 }
             }
-            self.seal(cx, &mut cork)?;
+            round.seal();
+            self.write_round(cx, round)?;
         }
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         // Nothing is kept for the next batch.
@@ -281,11 +289,11 @@ impl Wire {
     }
 
     /// Frames one message, split into frames of at most `max_frame_size`.
-    fn put_message(&mut self, cx: &mut Context<'_>, cork: &mut BytesMut, opcode: u8, payload: Bytes) -> io::Result<()> {
+    fn put_message(&mut self, round: &mut Round, opcode: u8, payload: Bytes) {
         // Control frames are at most 125 bytes and must not be fragmented (RFC 6455 §5.5).
         if payload.is_empty() || opcode >= CLOSE {
-            frame::put_frame(cork, true, opcode, &payload, self.mask());
-            return Ok(());
+            frame::put_frame(&mut round.cork, true, opcode, &payload, self.mask());
+            return;
         }
         let mut frame_opcode = opcode;
         let mut start = 0;
@@ -294,17 +302,17 @@ impl Wire {
             let fin = end == payload.len();
             let chunk = payload.slice(start..end);
             match self.mask() {
-                // Our own large payload is not copied.
-                None if chunk.len() >= CORK_LIMIT => {
-                    frame::put_header(cork, fin, frame_opcode, chunk.len(), None);
-                    self.push_chunk(cx, cork, chunk)?;
+                // Our own large payload is not copied: its header is corked, the payload
+                // referenced.
+                None if chunk.len() >= COPY_LIMIT => {
+                    frame::put_header(&mut round.cork, fin, frame_opcode, chunk.len(), None);
+                    round.push(chunk);
                 }
-                key => frame::put_frame(cork, fin, frame_opcode, &chunk, key),
+                key => frame::put_frame(&mut round.cork, fin, frame_opcode, &chunk, key),
             }
             frame_opcode = frame::CONTINUATION;
             start = end;
         }
-        Ok(())
     }
 
     /// A client masks every frame with a fresh key (RFC 6455 §5.3); a server never does.
@@ -312,34 +320,35 @@ impl Wire {
         (self.role == Role::Client).then(|| fastrand::u32(..).to_ne_bytes())
     }
 
-    /// Sends `chunk` after what is corked so far.
-    fn push_chunk(&mut self, cx: &mut Context<'_>, cork: &mut BytesMut, chunk: Bytes) -> io::Result<()> {
-        self.seal(cx, cork)?;
-        self.emit(cx, chunk)
-    }
-
-    fn seal(&mut self, cx: &mut Context<'_>, cork: &mut BytesMut) -> io::Result<()> {
-        if cork.is_empty() {
+    /// Writes the round with one vectored write; what the socket does not take waits in the
+    /// backlog, in order. As in uWebSockets, a connection buffers only under backpressure.
+    fn write_round(&mut self, cx: &mut Context<'_>, mut round: Round) -> io::Result<()> {
+        let chunks = &mut round.chunks[..round.len];
+        if chunks.is_empty() {
             return Ok(());
         }
-        let corked = cork.split().freeze();
-        self.emit(cx, corked)
-    }
-
-    /// Writes `chunk` at once when nothing is waiting before it; what the socket does not take
-    /// waits in `out`. As in uWebSockets, a connection buffers only under backpressure: `out`
-    /// is allocated only when a write falls short.
-    fn emit(&mut self, cx: &mut Context<'_>, mut chunk: Bytes) -> io::Result<()> {
-        if self.out.is_empty() {
-            match Pin::new(&mut self.io).poll_write(cx, &chunk) {
-                Poll::Ready(Ok(0)) if !chunk.is_empty() => return Err(io::ErrorKind::WriteZero.into()),
-                Poll::Ready(Ok(n)) if n == chunk.len() => return Ok(()),
-                Poll::Ready(Ok(n)) => chunk.advance(n),
-                Poll::Ready(Err(err)) => return Err(err),
-                Poll::Pending => {}
-            }
+        let mut slices = [IoSlice::new(&[]); MAX_CHUNKS];
+        for (slot, chunk) in slices.iter_mut().zip(chunks.iter()) {
+            *slot = IoSlice::new(chunk);
         }
-        self.out.push(chunk);
+        let mut written = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..chunks.len()]) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(err)) => return Err(err),
+            Poll::Pending => 0,
+        };
+        for chunk in chunks.iter_mut() {
+            if written >= chunk.len() {
+                written -= chunk.len();
+                continue;
+            }
+            chunk.advance(written);
+            written = 0;
+            self.out.push(std::mem::take(chunk));
+        }
+        for chunk in round.overflow {
+            self.out.push(chunk);
+        }
         Ok(())
     }
 
@@ -611,6 +620,50 @@ fn drive<'a, H: Handler>(
     }
 }
 
+/// What one vectored write sends: up to `MAX_CHUNKS` chunks, the small frames among them
+/// copied together in `cork`.
+#[derive(Default)]
+struct Round {
+    chunks: [Bytes; MAX_CHUNKS],
+    len: usize,
+    /// Chunks past `MAX_CHUNKS` (one message in many large fragments), written after.
+    overflow: Vec<Bytes>,
+    cork: BytesMut,
+}
+
+impl Round {
+    /// Room is kept for the cork that `seal` may add.
+    fn full(&self) -> bool {
+        self.len + 2 > MAX_CHUNKS
+    }
+
+    fn corked(&self) -> usize {
+        self.cork.len()
+    }
+
+    /// Adds `chunk` after what is corked so far.
+    fn push(&mut self, chunk: Bytes) {
+        self.seal();
+        self.append(chunk);
+    }
+
+    fn seal(&mut self) {
+        if !self.cork.is_empty() {
+            let corked = self.cork.split().freeze();
+            self.append(corked);
+        }
+    }
+
+    fn append(&mut self, chunk: Bytes) {
+        if self.len < MAX_CHUNKS && self.overflow.is_empty() {
+            self.chunks[self.len] = chunk;
+            self.len += 1;
+        } else {
+            self.overflow.push(chunk);
+        }
+    }
+}
+
 /// Chunks the socket has not taken yet. Allocated only under backpressure: most batches are
 /// written at once and never get here.
 ///
@@ -623,10 +676,6 @@ struct Backlog(Option<Box<VecDeque<Bytes>>>);
 impl Backlog {
     fn is_empty(&self) -> bool {
         self.0.as_ref().is_none_or(|q| q.is_empty())
-    }
-
-    fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |q| q.len())
     }
 
     fn push(&mut self, chunk: Bytes) {

@@ -1,8 +1,10 @@
 //! The WebSocket layer: RFC 6455 connections for servers and clients, driven by one [`Handler`] trait.
 //!
-//! Framing, masking, UTF-8 validation and the close handshake come from `tokio-websockets` (chosen by
-//! measurement, see `docs/decisions/0001-websocket-crate.md`). This module adds what an application
-//! needs around it and what makes fan-out cheap:
+//! Framing, masking, UTF-8 validation and the close handshake are our own (`decoder.rs`,
+//! `frame.rs`, `connection.rs`): a codec built on a framed reader keeps a read buffer in every
+//! connection, and with many idle subscribers that buffer is most of the memory per connection
+//! (`docs/decisions/0002-own-frame-codec.md`; conformance is checked by the Autobahn suite). What
+//! this module gives an application, and what makes fan-out cheap:
 //!
 //! * [`WebSocket`], a cloneable handle usable from any task, whose sends never block and never wait:
 //!   they append to a per-connection queue that the connection's task drains in one batch per wake-up
