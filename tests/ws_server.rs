@@ -633,6 +633,24 @@ async fn reserved_bits_or_opcodes_close_with_1002() {
     }
 }
 
+/// Regression (Autobahn 3.2): a valid message and a violation in the same read. The reply to
+/// the valid message goes out before the close frame; before the fix it was staged and dropped.
+#[tokio::test]
+async fn reply_to_a_valid_message_precedes_the_close_for_a_violation_behind_it() {
+    let mut server = Server::start(quick_config()).await;
+    let (mut raw, _) = Raw::connect(server.addr, "/ws", "").await;
+    server.open("/ws").await;
+    let bytes = [
+        encode(0x81, b"hello", Some([1, 2, 3, 4])),
+        encode(0xA1, b"bad", Some([1, 2, 3, 4])),
+    ]
+    .concat();
+    raw.send_raw(&bytes).await;
+    assert_eq!(raw.expect_frame().await.payload, b"hello");
+    assert_eq!(raw.expect_close().await, (1002, "invalid extension".to_owned()));
+    raw.expect_eof().await;
+}
+
 #[tokio::test]
 async fn invalid_utf8_closes_with_1007() {
     let mut server = Server::start(quick_config()).await;

@@ -81,7 +81,7 @@ pub(crate) fn run<H: Handler>(
             }
             drive(&mut wire, &ws, &mut handler, &timers).await
         } else {
-            wire.send_close(1011, "internal error", Duration::from_millis(100))
+            wire.send_close(VecDeque::new(), 1011, "internal error", Duration::from_millis(100))
                 .await;
             CloseFrame {
                 code: 1011,
@@ -370,13 +370,20 @@ impl Wire {
         Poll::Ready(Ok(()))
     }
 
-    /// Sends a close frame, giving up after `limit`. Boxed, like the other rare paths: the
-    /// connection's task would otherwise carry room for its timer and write state all its life.
-    fn send_close<'a>(&'a mut self, code: u16, reason: &str, limit: Duration) -> BoxFuture<'a, ()> {
-        let mut batch = VecDeque::from([Outbound::Message {
+    /// Sends what is staged in `batch`, then a close frame, giving up after `limit`. Boxed, like
+    /// the other rare paths: the connection's task would otherwise carry room for its timer and
+    /// write state all its life.
+    fn send_close<'a>(
+        &'a mut self,
+        mut batch: VecDeque<Outbound>,
+        code: u16,
+        reason: &str,
+        limit: Duration,
+    ) -> BoxFuture<'a, ()> {
+        batch.push_back(Outbound::Message {
             opcode: CLOSE,
             payload: close_payload(code, reason),
-        }]);
+        });
         async move {
             let _ = tokio::time::timeout(limit, self.write_batch(&mut batch)).await;
         }
@@ -387,6 +394,7 @@ impl Wire {
     /// already). Boxed, and owning its arguments, so the connection's task keeps none of this.
     fn end_with_close(
         &mut self,
+        batch: VecDeque<Outbound>,
         code: u16,
         reason: String,
         by_peer: bool,
@@ -395,7 +403,7 @@ impl Wire {
     ) -> BoxFuture<'_, CloseFrame> {
         async move {
             if send {
-                self.send_close(code, &reason, limit).await;
+                self.send_close(batch, code, &reason, limit).await;
             }
             CloseFrame { code, reason, by_peer }
         }
@@ -421,13 +429,21 @@ impl Wire {
     /// ours is out already), then a lingering close of TCP.
     fn fail(
         &mut self,
+        batch: VecDeque<Outbound>,
         err: ProtocolError,
         sent_close: Option<CloseFrame>,
         limit: Duration,
     ) -> BoxFuture<'_, CloseFrame> {
         async move {
-            if sent_close.is_none() {
-                self.send_close(err.code, &err.reason, limit).await;
+            match sent_close {
+                // What was staged before the violation goes out first (an echo of the last
+                // valid message, say), then the close frame.
+                None => self.send_close(batch, err.code, &err.reason, limit).await,
+                // Ours is staged already, at the end of the batch.
+                Some(_) => {
+                    let mut batch = batch;
+                    let _ = tokio::time::timeout(limit, self.write_batch(&mut batch)).await;
+                }
             }
             self.linger(limit).await;
             sent_close.unwrap_or(CloseFrame {
@@ -502,7 +518,7 @@ fn drive<'a, H: Handler>(
                 // The peer stopped reading: try to tell it why, but do not wait on it.
                 let send = st.sent_close.is_none();
                 return wire
-                    .end_with_close(code, reason, false, send, Duration::from_millis(100))
+                    .end_with_close(VecDeque::new(), code, reason, false, send, Duration::from_millis(100))
                     .await;
             }
 
@@ -524,8 +540,10 @@ fn drive<'a, H: Handler>(
                         }
                         // Echo the peer's close; nothing may follow it (RFC 6455 §5.5.1).
                         refuse_sends(ws, code, &reason);
+                        // What was staged before the peer's close still goes out, then the echo.
+                        let batch = std::mem::take(&mut st.batch);
                         return wire
-                            .end_with_close(code, reason, true, true, config.close_timeout())
+                            .end_with_close(batch, code, reason, true, true, config.close_timeout())
                             .await;
                     }
                     // After our close frame the application is done with the connection; what the
@@ -551,7 +569,12 @@ fn drive<'a, H: Handler>(
                 tracing::debug!(conn = ws.id(), code = err.code, reason = %err.reason, "protocol error from peer");
                 refuse_sends(ws, err.code, &err.reason);
                 return wire
-                    .fail(*err, st.sent_close.take().map(|c| *c), config.close_timeout())
+                    .fail(
+                        std::mem::take(&mut st.batch),
+                        *err,
+                        st.sent_close.take().map(|c| *c),
+                        config.close_timeout(),
+                    )
                     .await;
             }
 
