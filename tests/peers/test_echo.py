@@ -81,13 +81,13 @@ def test_client_close_with_code_and_reason_is_echoed():
         ws.send("before close")
         assert ws.recv(timeout=5) == "before close"
         ws.close(4000, "python done")
-        # The server answers with the same code (tokio-websockets echoes the code, not the reason).
+        # The server answers with the same code and reason.
         assert ws.close_code == 4000
-        assert ws.close_reason == ""
+        assert ws.close_reason == "python done"
         with pytest.raises(ConnectionClosed) as err:
             ws.recv(timeout=5)
     assert err.value.sent.code == 4000 and err.value.sent.reason == "python done"
-    assert err.value.rcvd.code == 4000
+    assert err.value.rcvd.code == 4000 and err.value.rcvd.reason == "python done"
 
 
 def test_normal_close():
