@@ -845,9 +845,8 @@ async fn client_close_is_echoed_and_reaches_on_close() {
     let mut payload = 4321u16.to_be_bytes().to_vec();
     payload.extend_from_slice(b"client leaving");
     raw.send(0x88, &payload).await;
-    // The server echoes the code and closes TCP.
-    let (code, _reason) = raw.expect_close().await;
-    assert_eq!(code, 4321);
+    // The server echoes the code and the reason, and closes TCP.
+    assert_eq!(raw.expect_close().await, (4321, "client leaving".to_owned()));
     raw.expect_eof().await;
     let close = server.close_event("/ws").await;
     assert_eq!(
