@@ -81,14 +81,7 @@ impl Session {
         if self.topics.contains(&topic) {
             // Already subscribed: answer as before, without asking the broker again (which, if
             // it were down, would report an error for a subscription that stays in place).
-            let ack = Outbound {
-                kind: "subscribed",
-                channel: Some(name),
-                id,
-                ..Default::default()
-            }
-            .encode();
-            reply(ws, ack);
+            reply(ws, subscribed(name, id));
             if def.default_response {
                 reply(ws, protocol::data(name, &initial));
             }
@@ -101,14 +94,7 @@ impl Session {
             }
             return reply(ws, protocol::error(&err.to_string(), Some(name), id));
         }
-        let ack = Outbound {
-            kind: "subscribed",
-            channel: Some(name),
-            id,
-            ..Default::default()
-        }
-        .encode();
-        shared.hub.commit(&topic, ws, Text::from(ack));
+        shared.hub.commit(&topic, ws, Text::from(subscribed(name, id)));
         self.topics.reserve_exact(1);
         self.topics.push(topic);
         if def.default_response {
@@ -290,6 +276,17 @@ fn belongs_to(topic: &str, def: &Arc<ChannelDef>) -> bool {
         || topic
             .strip_prefix(def.name.as_str())
             .is_some_and(|rest| rest.starts_with('#'))
+}
+
+/// The `subscribed` acknowledgement.
+fn subscribed(name: &str, id: Option<&Value>) -> String {
+    Outbound {
+        kind: "subscribed",
+        channel: Some(name),
+        id,
+        ..Default::default()
+    }
+    .encode()
 }
 
 fn reply(ws: &WebSocket, message: String) {
