@@ -4,7 +4,8 @@
 # (bench/peers/socketapi), uWebSockets.js (bench/peers/uws) and a minimal tokio-websockets server
 # (bench/loadgen/src/bin/raw_broadcast.rs). Each measurement starts its server fresh.
 #
-#   scripts/bench.sh SCENARIO [--quick]      SCENARIO: fanout | channels | idle | echo | all
+#   scripts/bench.sh SCENARIO [--quick]      SCENARIO: fanout | latency | channels | idle | echo | all
+#   (latency: only the fixed-rate fan-out cases, which fanout runs last)
 #
 # Results: one JSON line per measurement appended to target/bench/results.jsonl (the loadgen's
 # line plus "session"), then a markdown table (medians, ratios vs Switchboard) on stdout.
@@ -18,8 +19,8 @@ cd "$ROOT"
 SCENARIO=${1:-}
 QUICK=0
 [ "${2:-}" = "--quick" ] && QUICK=1
-case "$SCENARIO" in fanout|channels|idle|echo|all) ;; *)
-  echo "usage: scripts/bench.sh fanout|channels|idle|echo|all [--quick]" >&2; exit 2;;
+case "$SCENARIO" in fanout|latency|channels|idle|echo|all) ;; *)
+  echo "usage: scripts/bench.sh fanout|latency|channels|idle|echo|all [--quick]" >&2; exit 2;;
 esac
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
@@ -140,6 +141,9 @@ fanout() {
       each pubsub fanout --subs "$n" --size "$size" --messages "$msgs" --publish-secs 20 --max-secs 240
     done
   done
+  latency
+}
+latency() {
   # Latency at equal load: a fixed 200k deliveries/s (below every server's capacity but SocketAPI's,
   # which is left out here), 64 B, 5 s.
   local saved=$SERVERS
@@ -171,6 +175,7 @@ echo_() {
 
 case "$SCENARIO" in
   fanout) fanout ;;
+  latency) latency ;;
   channels) channels ;;
   idle) idle ;;
   echo) echo_ ;;
