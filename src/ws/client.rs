@@ -157,7 +157,7 @@ async fn handshake(
         }
         check_response(&headers, &key)?;
         let rest = buf.split_off(head_len);
-        return Ok((Io::tcp(tcp), rest.freeze(), headers, peer));
+        return Ok((Io::Tcp(tcp), rest.freeze(), headers, peer));
     }
 }
 

@@ -13,12 +13,12 @@ use futures_util::FutureExt;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{sleep_until, Instant, Sleep};
 
 /// Corked frames are written once they reach this size.
@@ -30,6 +30,10 @@ const COPY_LIMIT: usize = 4 * 1024;
 
 /// Chunks handed to one vectored write.
 const MAX_CHUNKS: usize = 16;
+
+/// Bytes taken from the socket per read. The buffer is on the stack of the poll that reads, so
+/// it costs nothing per connection while the connection waits.
+const READ_CHUNK: usize = 32 * 1024;
 
 /// Runs the connection to its end. `on_open` first, `on_close` last, exactly once each.
 ///
@@ -47,19 +51,17 @@ pub(crate) fn run<H: Handler>(
 ) -> impl Future<Output = ()> + Send {
     let mut wire = Wire {
         io,
-        input: Input {
-            role,
-            decoder: None,
-            max_message_size: config.max_message_size,
-            inbox: VecDeque::new(),
-            error: None,
-        },
+        role,
         max_frame_size: config.max_frame_size.max(1),
+        decoder: None,
+        max_message_size: config.max_message_size,
+        inbox: VecDeque::new(),
+        error: None,
         out: Backlog::default(),
     };
     // Bytes that came with the handshake are decoded now; the copy hyper read them into (its
     // whole read buffer) is released here rather than pinned by the connection.
-    wire.input.feed(&prefix);
+    wire.feed(&prefix);
     drop(prefix);
     let timers = Timers {
         ping_ms: config.ping_interval.map(millis),
@@ -127,15 +129,8 @@ fn millis(d: Duration) -> u32 {
 /// The socket with the protocol state of both directions.
 struct Wire {
     io: Io,
-    input: Input,
-    max_frame_size: usize,
-    /// What is left to write of the batch, in order; empty between batches.
-    out: Backlog,
-}
-
-/// The read side: what the peer sent, decoded.
-struct Input {
     role: Role,
+    max_frame_size: usize,
     /// The decoder's state, allocated only while a frame or message is partly received: most
     /// reads bring whole messages, and an idle connection then holds no decoder at all.
     decoder: Option<Box<Decoder>>,
@@ -144,9 +139,25 @@ struct Input {
     inbox: VecDeque<Inbound>,
     /// A protocol violation found in the last read, acted on once the inbox is empty.
     error: Option<Box<ProtocolError>>,
+    /// What is left to write of the batch, in order; empty between batches.
+    out: Backlog,
 }
 
-impl Input {
+impl Wire {
+    /// Reads once and decodes what came. Returns the number of bytes read (0: end of stream).
+    async fn read(&mut self) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_read(cx)).await
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut scratch = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut buf = ReadBuf::uninit(&mut scratch);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+        let data = buf.filled();
+        self.feed(data);
+        Poll::Ready(Ok(data.len()))
+    }
+
     /// Decodes bytes from the peer into the inbox (or the error to fail the connection with).
     fn feed(&mut self, data: &[u8]) {
         if data.is_empty() {
@@ -170,18 +181,6 @@ impl Input {
         if self.decoder.as_ref().is_some_and(|d| d.is_idle()) {
             self.decoder = None;
         }
-    }
-}
-
-impl Wire {
-    /// Reads once and decodes what came. Returns the number of bytes read (0: end of stream).
-    async fn read(&mut self) -> io::Result<usize> {
-        poll_fn(|cx| self.poll_read(cx)).await
-    }
-
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let input = &mut self.input;
-        self.io.poll_read(cx, &mut |data| input.feed(data))
     }
 
     /// Whether a batch is still being written.
@@ -207,22 +206,16 @@ impl Wire {
         }
         ws.shared.waker.register(cx.waker());
         {
-            let mut q = ws.shared.queue.lock();
-            let writing = self.writing(batch);
-            let can_take = !writing && (!q.items.is_empty() || (may_close && q.close.is_some()));
+            let q = ws.shared.queue.lock();
+            let can_take = !self.writing(batch) && (!q.items.is_empty() || (may_close && q.close.is_some()));
             if q.abort || can_take {
                 return Poll::Ready(Event::Queued);
-            }
-            // Nothing to write: publications may go straight to the socket until the task
-            // takes the queue again (see `socket`). A client's frames are masked by the task.
-            if !writing && q.direct.is_none() && q.close.is_none() && self.input.role == Role::Server {
-                q.direct = self.io.stream().map(Arc::downgrade);
             }
         }
         if timer.poll(cx).is_ready() {
             return Poll::Ready(Event::Timer);
         }
-        if self.input.inbox.is_empty() && self.input.error.is_none() {
+        if self.inbox.is_empty() && self.error.is_none() {
             if let Poll::Ready(result) = self.poll_read(cx) {
                 return Poll::Ready(Event::Read(result));
             }
@@ -283,7 +276,6 @@ impl Wire {
                         round.push(frame);
                     }
                     Outbound::Frame(frame) => round.cork.extend_from_slice(&frame),
-                    Outbound::Rest(rest) => round.push(rest),
                     Outbound::Message { opcode, payload } => self.put_message(&mut round, opcode, payload),
                 }
             }
@@ -325,7 +317,7 @@ impl Wire {
 
     /// A client masks every frame with a fresh key (RFC 6455 §5.3); a server never does.
     fn mask(&self) -> Option<[u8; 4]> {
-        (self.input.role == Role::Client).then(|| fastrand::u32(..).to_ne_bytes())
+        (self.role == Role::Client).then(|| fastrand::u32(..).to_ne_bytes())
     }
 
     /// Writes the round with one vectored write; what the socket does not take waits in the
@@ -523,21 +515,18 @@ fn drive<'a, H: Handler>(
             // one is out: while the socket is full, sends stay in the queue, where the
             // slow-consumer budget counts them.
             if let Some((code, reason)) = st.take_queue(wire, shared, config.close_timeout()) {
-                // The peer stopped reading: try to tell it why, but do not wait on it. What was
-                // queued is dropped, except the rest of a frame already partly written.
+                // The peer stopped reading: try to tell it why, but do not wait on it.
                 let send = st.sent_close.is_none();
-                let mut batch = std::mem::take(&mut st.batch);
-                batch.truncate(usize::from(batch.front().is_some_and(Outbound::is_rest)));
                 return wire
-                    .end_with_close(batch, code, reason, false, send, Duration::from_millis(100))
+                    .end_with_close(VecDeque::new(), code, reason, false, send, Duration::from_millis(100))
                     .await;
             }
 
             // 2. Hand what the peer sent to the handler, one message at a time.
-            if let Some(inbound) = wire.input.inbox.pop_front() {
-                if wire.input.inbox.is_empty() {
+            if let Some(inbound) = wire.inbox.pop_front() {
+                if wire.inbox.is_empty() {
                     // Most reads bring one message: an idle connection keeps no inbox.
-                    wire.input.inbox = VecDeque::new();
+                    wire.inbox = VecDeque::new();
                 }
                 st.last_heard = Instant::now();
                 st.pinged = false;
@@ -575,7 +564,7 @@ fn drive<'a, H: Handler>(
                 }
                 continue;
             }
-            if let Some(err) = wire.input.error.take() {
+            if let Some(err) = wire.error.take() {
                 // Fail the connection (RFC 6455 §7.1.7): our close frame with the reason, then TCP.
                 tracing::debug!(conn = ws.id(), code = err.code, reason = %err.reason, "protocol error from peer");
                 refuse_sends(ws, err.code, &err.reason);
@@ -825,8 +814,6 @@ fn take_queue(q: &mut Queue, batch: &mut VecDeque<Outbound>) -> (Option<(u16, St
     // connection then holds no queue storage, at the price of one allocation per wake-up.
     *batch = std::mem::take(&mut q.items);
     q.bytes = 0;
-    // The task writes next: publications queue behind what it took.
-    q.direct = None;
     (q.close.clone(), q.abort)
 }
 
@@ -914,6 +901,6 @@ fn refuse_sends(ws: &WebSocket, code: u16, reason: &str) {
     if q.close.is_none() {
         q.close = Some((code, reason.to_owned()));
     }
-    q.direct = None;
-    q.drop_unsent();
+    q.items.clear();
+    q.bytes = 0;
 }

@@ -4,26 +4,18 @@
 //! task takes the whole queue at each wake-up and writes it in one vectored write. The queue is a
 //! `VecDeque` that allocates on first use and is released once drained, so an idle connection
 //! holds no outbound buffer (a tokio mpsc channel would keep a 32-slot block per connection).
-//!
-//! A publication to a connection whose task has nothing to write is written straight to the
-//! socket by the publishing call, as uWebSockets does: no queue entry, no wake-up of the
-//! subscriber's task, no second pass over the bytes. The task lends the stream to the queue
-//! ([`Queue::direct`]) only while it is idle, and takes it back before it writes anything itself,
-//! both under the queue's lock; so the bytes on the wire are always in queue order. What the
-//! socket does not take is queued and the task finishes it.
 
 use super::frame::{self, BINARY, PING, PONG, TEXT};
 use super::Text;
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use http::{HeaderMap, Uri};
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-use tokio::net::TcpStream;
+use std::sync::Arc;
 use tokio::sync::Notify;
 
 /// The opening handshake of a connection: what the client asked for and who it is.
@@ -94,15 +86,6 @@ pub(super) enum Outbound {
     Message { opcode: u8, payload: Bytes },
     /// A complete pre-encoded frame, written as is.
     Frame(Bytes),
-    /// The rest of a frame whose start a publishing call wrote to the socket: it must go out
-    /// before anything else, a close frame included, or the stream would be corrupt.
-    Rest(Bytes),
-}
-
-impl Outbound {
-    pub(super) fn is_rest(&self) -> bool {
-        matches!(self, Outbound::Rest(_))
-    }
 }
 
 #[derive(Default)]
@@ -116,27 +99,6 @@ pub(super) struct Queue {
     pub(super) ended: bool,
     /// Set once the handler's `on_close` has returned: what [`WebSocket::closed`] waits for.
     pub(super) finished: bool,
-    /// The socket, lent by the connection's task while it has nothing to write: publications
-    /// are then written from the publishing call. Taken back (`None`) before the task writes.
-    /// A `Weak`: the task owns the socket, and it closes when the task ends or is dropped, even
-    /// while handles to this connection live on.
-    pub(super) direct: Option<Weak<TcpStream>>,
-}
-
-impl Queue {
-    /// Drops the queued messages, except the rest of a frame already partly on the wire.
-    pub(super) fn drop_unsent(&mut self) {
-        let rest = self.items.front().is_some_and(Outbound::is_rest).then(|| self.items.pop_front()).flatten();
-        self.items.clear();
-        self.bytes = 0;
-        if let Some(rest) = rest {
-            self.bytes = match &rest {
-                Outbound::Rest(bytes) => bytes.len(),
-                _ => 0,
-            };
-            self.items.push_back(rest);
-        }
-    }
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -235,36 +197,10 @@ impl WebSocket {
         ended.await;
     }
 
-    /// Sends a complete server frame shared with other connections (a publication, encoded
+    /// Queues a complete server frame shared with other connections (a publication, encoded
     /// once by [`super::frame::server_text`]). Server side only: client frames must be masked.
-    ///
-    /// Written to the socket right here when the connection's task is idle (see the module
-    /// docs); else queued like any send.
     pub(crate) fn send_frame(&self, frame: &Bytes) -> Result<(), SendError> {
-        let mut q = self.shared.queue.lock();
-        if q.items.is_empty() && q.close.is_none() && !q.ended {
-            if let Some(stream) = q.direct.as_ref().and_then(Weak::upgrade) {
-                // A syscall under the lock: it never blocks (the socket is non-blocking), and the
-                // lock is what orders it against the task's own writes.
-                match stream.try_write(frame) {
-                    Ok(n) if n == frame.len() => return Ok(()),
-                    Ok(n) => {
-                        // The socket is full: the task writes the rest, and everything after it.
-                        q.direct = None;
-                        let rest = frame.slice(n..);
-                        q.bytes += rest.len();
-                        q.items.push_back(Outbound::Rest(rest));
-                        drop(q);
-                        self.shared.waker.wake();
-                        return Ok(());
-                    }
-                    // Nothing written (the socket is full, or failing): queued below, and the
-                    // task deals with it.
-                    Err(_) => q.direct = None,
-                }
-            }
-        }
-        self.enqueue_locked(q, Outbound::Frame(frame.clone()), frame.len())
+        self.enqueue(Outbound::Frame(frame.clone()), frame.len())
     }
 
     fn push(&self, opcode: u8, payload: Bytes) -> Result<(), SendError> {
@@ -273,34 +209,31 @@ impl WebSocket {
     }
 
     fn enqueue(&self, item: Outbound, len: usize) -> Result<(), SendError> {
-        self.enqueue_locked(self.shared.queue.lock(), item, len)
-    }
-
-    fn enqueue_locked(&self, mut q: MutexGuard<'_, Queue>, item: Outbound, len: usize) -> Result<(), SendError> {
-        if q.close.is_some() || q.ended {
-            return Err(SendError::Closed);
+        {
+            let mut q = self.shared.queue.lock();
+            if q.close.is_some() || q.ended {
+                return Err(SendError::Closed);
+            }
+            // The budget is checked before adding, so one message larger than the budget still
+            // goes out on an otherwise idle connection (uWS's maxBackpressure works the same way).
+            if q.bytes > self.shared.max_backpressure {
+                q.close = Some((1008, "slow consumer: outbound queue over its limit".to_owned()));
+                q.abort = true;
+                let queued = q.bytes;
+                drop(q);
+                SLOW_CONSUMERS.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    conn = self.shared.id,
+                    queued,
+                    limit = self.shared.max_backpressure,
+                    "closing slow consumer (1008): peer is not reading"
+                );
+                self.shared.waker.wake();
+                return Err(SendError::SlowConsumer);
+            }
+            q.bytes += len;
+            q.items.push_back(item);
         }
-        // The budget is checked before adding, so one message larger than the budget still
-        // goes out on an otherwise idle connection (uWS's maxBackpressure works the same way).
-        if q.bytes > self.shared.max_backpressure {
-            q.close = Some((1008, "slow consumer: outbound queue over its limit".to_owned()));
-            q.abort = true;
-            q.direct = None;
-            let queued = q.bytes;
-            drop(q);
-            SLOW_CONSUMERS.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                conn = self.shared.id,
-                queued,
-                limit = self.shared.max_backpressure,
-                "closing slow consumer (1008): peer is not reading"
-            );
-            self.shared.waker.wake();
-            return Err(SendError::SlowConsumer);
-        }
-        q.bytes += len;
-        q.items.push_back(item);
-        drop(q);
         self.shared.waker.wake();
         Ok(())
     }
@@ -311,7 +244,6 @@ impl WebSocket {
             q.ended = true;
             q.items = VecDeque::new();
             q.bytes = 0;
-            q.direct = None;
         }
     }
 
