@@ -523,43 +523,10 @@ fn drive<'a, H: Handler>(
             }
 
             // 2. Hand what the peer sent to the handler, one message at a time.
-            if let Some(inbound) = wire.inbox.pop_front() {
-                if wire.inbox.is_empty() {
-                    // Most reads bring one message: an idle connection keeps no inbox.
-                    wire.inbox = VecDeque::new();
-                }
-                st.last_heard = Instant::now();
-                st.pinged = false;
-                match inbound {
-                    Inbound::Close { code, reason } => {
-                        if let Some(ours) = st.sent_close.take().map(|c| *c) {
-                            // The peer answered our close: the handshake is complete once our
-                            // close frame (staged, maybe not all written yet) is out.
-                            let batch = std::mem::take(&mut st.batch);
-                            return wire.finish(batch, ours, config.close_timeout()).await;
-                        }
-                        // Echo the peer's close; nothing may follow it (RFC 6455 §5.5.1).
-                        refuse_sends(ws, code, &reason);
-                        // What was staged before the peer's close still goes out, then the echo.
-                        let batch = std::mem::take(&mut st.batch);
-                        return wire
-                            .end_with_close(batch, code, reason, true, true, config.close_timeout())
-                            .await;
-                    }
-                    // After our close frame the application is done with the connection; what the
-                    // peer sends until it answers is discarded.
-                    _ if st.sent_close.is_some() => {}
-                    inbound => {
-                        if let Inbound::Ping(payload) = &inbound {
-                            let _ = ws.pong(payload.clone());
-                        }
-                        match handle(inbound, ws, handler, wire, &mut st.batch).await {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                let _ = ws.close(1011, "internal error");
-                            }
-                            Err(err) => return write_failed(ws, err, st.sent_close.map(|c| *c)),
-                        }
+            if !wire.inbox.is_empty() {
+                if let Some(step) = st.receive(wire, ws, handler, config) {
+                    if let Some(close) = step.await {
+                        return close;
                     }
                 }
                 continue;
@@ -764,6 +731,50 @@ impl LoopState {
         None
     }
 
+    /// Takes the next message from the peer. What needs waiting for (the handler, the end of
+    /// the close handshake) is returned as one boxed future resolving to how the connection
+    /// ended, if it did: the drive loop then keeps no room for the message or the close in the
+    /// connection's task while it waits.
+    fn receive<'a, H: Handler>(
+        &'a mut self,
+        wire: &'a mut Wire,
+        ws: &'a WebSocket,
+        handler: &'a mut H,
+        config: &Timers,
+    ) -> Option<BoxFuture<'a, Option<CloseFrame>>> {
+        let inbound = wire.inbox.pop_front()?;
+        if wire.inbox.is_empty() {
+            // Most reads bring one message: an idle connection keeps no inbox.
+            wire.inbox = VecDeque::new();
+        }
+        self.last_heard = Instant::now();
+        self.pinged = false;
+        match inbound {
+            Inbound::Close { code, reason } => {
+                let batch = std::mem::take(&mut self.batch);
+                if let Some(ours) = self.sent_close.take().map(|c| *c) {
+                    // The peer answered our close: the handshake is complete once our close
+                    // frame (staged, maybe not all written yet) is out.
+                    return Some(wire.finish(batch, ours, config.close_timeout()).map(Some).boxed());
+                }
+                // Echo the peer's close; nothing may follow it (RFC 6455 §5.5.1). What was staged
+                // before the peer's close still goes out, then the echo.
+                refuse_sends(ws, code, &reason);
+                let end = wire.end_with_close(batch, code, reason, true, true, config.close_timeout());
+                Some(end.map(Some).boxed())
+            }
+            // After our close frame the application is done with the connection; what the peer
+            // sends until it answers is discarded.
+            _ if self.sent_close.is_some() => None,
+            inbound => {
+                if let Inbound::Ping(payload) = &inbound {
+                    let _ = ws.pong(payload.clone());
+                }
+                Some(handle(inbound, ws, handler, wire, &mut self.batch))
+            }
+        }
+    }
+
     /// Puts a requested close frame behind the batch just taken; after it, nothing more is
     /// written (what was taken after our close frame is dropped).
     fn stage_close(&mut self, close_request: Option<(u16, String)>, close_timeout: Duration) {
@@ -846,8 +857,8 @@ fn guarded<'a>(
 
 /// Hands one message to the handler. While the handler awaits (an action, a subscribe through
 /// the broker), what is queued for this peer keeps going out: a slow handler must not turn a
-/// healthy reader into a "slow consumer". Resolves to whether the handler completed without
-/// panicking, or to the write error that ended the connection meanwhile.
+/// healthy reader into a "slow consumer". Resolves to how the connection ended if writing failed
+/// meanwhile; a panicking handler gets the connection closed with 1011.
 ///
 /// The handler is never cancelled, not even when writing fails: it may hold state that only its
 /// own completion releases (a subscription half made). Boxed: it exists only while a message is
@@ -858,7 +869,7 @@ fn handle<'a, H: Handler>(
     handler: &'a mut H,
     wire: &'a mut Wire,
     batch: &'a mut VecDeque<Outbound>,
-) -> BoxFuture<'a, io::Result<bool>> {
+) -> BoxFuture<'a, Option<CloseFrame>> {
     async move {
         let call = dispatch(inbound, ws, handler);
         tokio::pin!(call);
@@ -876,8 +887,13 @@ fn handle<'a, H: Handler>(
         })
         .await;
         match failed {
-            Some(err) => Err(err),
-            None => Ok(completed),
+            Some(err) => Some(write_failed(ws, err, None)),
+            None => {
+                if !completed {
+                    let _ = ws.close(1011, "internal error");
+                }
+                None
+            }
         }
     }
     .boxed()
