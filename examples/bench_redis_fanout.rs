@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard::ws::{self, Handler, Text, WebSocket};
 use switchboard::{Channel, ChannelRef, Node, RedisBroker, Router, Shutdown};
-use tokio::net::TcpListener;
 
 #[derive(Parser)]
 struct Args {
@@ -68,7 +67,7 @@ async fn server(redis: Option<&str>) -> Result<Server, Box<dyn std::error::Error
         Some(url) => Node::builder(router).broker(RedisBroker::connect(url).await?).build(),
         None => Node::new(router),
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let listener = switchboard::http::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let shutdown = Shutdown::new();
     tokio::spawn(switchboard::http::serve(listener, node.app(), shutdown.clone()));

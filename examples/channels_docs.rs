@@ -59,7 +59,7 @@ async fn main() -> std::io::Result<()> {
     let mut router = Router::new();
     router.route("chat", |channel, _params| async move { chat(channel) });
     let node = Node::new(router);
-    let listener = tokio::net::TcpListener::bind(&args.bind).await?;
+    let listener = switchboard::http::bind(&args.bind).await?;
     println!("channels_docs listening on ws://{}/", listener.local_addr()?);
     switchboard::http::serve(listener, node.app(), switchboard::Shutdown::on_signals()).await
 }

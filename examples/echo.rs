@@ -39,7 +39,7 @@ async fn main() -> std::io::Result<()> {
         ..Default::default()
     };
     let app = axum::Router::new().fallback_service(ws::endpoint(|_| Echo, config));
-    let listener = tokio::net::TcpListener::bind(&args.bind).await?;
+    let listener = switchboard::http::bind(&args.bind).await?;
     println!("echo listening on ws://{}", listener.local_addr()?);
     switchboard::http::serve(listener, app, switchboard::Shutdown::on_signals()).await
 }

@@ -148,7 +148,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         None => Node::new(router()),
     };
-    let listener = tokio::net::TcpListener::bind(&args.bind).await?;
+    let listener = switchboard::http::bind(&args.bind).await?;
     println!("socketapi_docs listening on ws://{}/", listener.local_addr()?);
     switchboard::http::serve(listener, node.app(), switchboard::Shutdown::on_signals()).await?;
     Ok(())

@@ -16,6 +16,49 @@ use tower::ServiceExt;
 /// default.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections the kernel may hold waiting for `accept` (capped by `net.core.somaxconn`).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listens on `addr` (e.g. `"127.0.0.1:8000"`, `"[::]:8000"`, `"localhost:8000"`) with a
+/// backlog of [`LISTEN_BACKLOG`].
+///
+/// Prefer it to `tokio::net::TcpListener::bind`, whose backlog is 128: a burst of clients
+/// connecting at once (every client reconnecting after a deploy, say) overflows that queue, and
+/// each dropped SYN costs its client a one-second retransmission timeout.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// let listener = switchboard::http::bind("127.0.0.1:8000").await?;
+/// # Ok(()) }
+/// ```
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        match listen(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(err) => last_error = Some(err),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{addr}: no address to listen on"),
+        )
+    }))
+}
+
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std does: a restarted server can listen again while old connections are in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `app` on `listener` until `shutdown` is triggered, with the default
 /// [`HANDSHAKE_TIMEOUT`].
 ///

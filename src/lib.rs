@@ -24,7 +24,7 @@
 //! }));
 //! let node = Node::new(router);
 //! tokio::spawn(async move { chat.broadcast(Chat { message: "hello".into() }).await });
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! let listener = switchboard::http::bind("127.0.0.1:8000").await?;
 //! switchboard::http::serve(listener, node.app(), switchboard::Shutdown::on_signals()).await
 //! # }
 //! ```

@@ -84,7 +84,7 @@ pub(crate) struct NodeShared {
 /// # async fn run() -> std::io::Result<()> {
 /// use switchboard::{Node, Router};
 /// let node = Node::new(Router::new());
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+/// let listener = switchboard::http::bind("127.0.0.1:8000").await?;
 /// switchboard::http::serve(listener, node.app(), switchboard::Shutdown::on_signals()).await
 /// # }
 /// ```

@@ -27,7 +27,7 @@
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! let app = axum::Router::new().route("/echo", ws::endpoint(|_| Echo, ws::Config::default()));
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
+//! let listener = switchboard::http::bind("127.0.0.1:9001").await?;
 //! switchboard::http::serve(listener, app, switchboard::Shutdown::new()).await
 //! # }
 //! ```

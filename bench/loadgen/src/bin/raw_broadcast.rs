@@ -175,7 +175,13 @@ async fn main() {
             bind = args.next().expect("--bind ADDR");
         }
     }
-    let listener = tokio::net::TcpListener::bind(&bind).await.expect("bind");
+    // A listen backlog like Switchboard's (4096), not std's 128, so that
+    // connect times compare servers rather than SYN retransmissions.
+    let addr: std::net::SocketAddr = bind.parse().expect("--bind IP:PORT");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_reuseaddr(true).expect("reuseaddr");
+    socket.bind(addr).expect("bind");
+    let listener = socket.listen(4096).expect("listen");
     println!(
         "raw_broadcast listening on ws://{}/ (echo at /echo) pid {}",
         listener.local_addr().unwrap(),
