@@ -103,7 +103,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .route("/metrics", node.metrics_endpoint())
         .route("/healthz", axum::routing::get(|| async { "ok\n" }));
 
-    let listener = crate::http::bind(&bind)
+    let listener = switchboard::http::bind(&bind)
         .await
         .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
     let address = listener.local_addr()?;
