@@ -115,7 +115,7 @@ async fn handshake(
     let mut tcp = TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port)).await?;
     let _ = tcp.set_nodelay(true);
     let peer = tcp.peer_addr().ok();
-    let key = base64::engine::general_purpose::STANDARD.encode(fastrand::u128(..).to_ne_bytes());
+    let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
     let authority = uri.authority().map_or(host, |a| a.as_str());
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
     let request = format!(

@@ -315,9 +315,11 @@ impl Wire {
         }
     }
 
-    /// A client masks every frame with a fresh key (RFC 6455 §5.3); a server never does.
+    /// A client masks every frame with a fresh key (RFC 6455 §5.3); a server never does. The
+    /// keys must be unpredictable (§10.3: a proxy must not be fed chosen bytes), so they come from
+    /// a CSPRNG (rand's thread-local ChaCha, seeded by the OS), not a fast PRNG.
     fn mask(&self) -> Option<[u8; 4]> {
-        (self.role == Role::Client).then(|| fastrand::u32(..).to_ne_bytes())
+        (self.role == Role::Client).then(rand::random::<[u8; 4]>)
     }
 
     /// Writes the round with one vectored write; what the socket does not take waits in the

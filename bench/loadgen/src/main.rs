@@ -409,6 +409,31 @@ fn source_addr(i: usize, per_source: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, k as u8)
 }
 
+/// Linux's IP_BIND_ADDRESS_NO_PORT: `bind` to a source address then takes no port yet, and
+/// `connect` picks one unique for the whole 4-tuple. Without it every bound socket needs a port
+/// of its own on that address, and ports in TIME_WAIT from the previous run (against another
+/// server port) make connects fail with "Cannot assign requested address".
+fn bind_address_no_port(sock: &TcpSocket) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket descriptor, and a pointer to a c_int that outlives the call,
+        // with its exact size.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = sock;
+}
+
 async fn connect(url: &str, target: SocketAddr, source: Ipv4Addr) -> Result<Ws, String> {
     let mut last = String::new();
     for attempt in 0..8u64 {
@@ -417,6 +442,7 @@ async fn connect(url: &str, target: SocketAddr, source: Ipv4Addr) -> Result<Ws, 
         }
         let mut sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
         let _ = sock.set_reuseaddr(true);
+        bind_address_no_port(&sock);
         if sock.bind(SocketAddr::new(source.into(), 0)).is_err() {
             // The source's ports are taken (often by TIME_WAIT from the previous run against
             // another server): let connect() choose, which picks ports by the whole 4-tuple.
