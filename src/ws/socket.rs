@@ -6,42 +6,16 @@
 //! holds no outbound buffer (a tokio mpsc channel would keep a 32-slot block per connection).
 
 use super::frame::{self, BINARY, PING, PONG, TEXT};
+use super::handshake::{Handshake, Record};
 use super::Text;
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use http::{HeaderMap, Uri};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
-
-/// The opening handshake of a connection: what the client asked for and who it is.
-#[derive(Debug, Clone)]
-pub struct Handshake {
-    /// Path and query of the request (for a client, the URL it connected to).
-    pub uri: Uri,
-    /// Request headers (for a client, the server's response headers), without those that only
-    /// serve the handshake itself (`Upgrade`, `Connection`, `Sec-WebSocket-Key`, `-Version`,
-    /// `-Extensions`).
-    pub headers: HeaderMap,
-    /// The peer's address, when known (a server mounted without connect info does not know it).
-    pub peer: Option<SocketAddr>,
-}
-
-impl Handshake {
-    /// The request path, e.g. `/ws`.
-    pub fn path(&self) -> &str {
-        self.uri.path()
-    }
-
-    /// The query string, without `?`.
-    pub fn query(&self) -> Option<&str> {
-        self.uri.query()
-    }
-}
 
 /// Why a send was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,7 +43,7 @@ pub struct WebSocket {
 
 pub(super) struct Shared {
     id: u64,
-    handshake: Handshake,
+    handshake: Record,
     max_backpressure: usize,
     pub(super) queue: Mutex<Queue>,
     /// Wakes the connection task: something was queued, or a close was requested.
@@ -114,7 +88,7 @@ impl WebSocket {
         Self {
             shared: Arc::new(Shared {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-                handshake,
+                handshake: Record::new(&handshake),
                 max_backpressure,
                 queue: Mutex::new(Queue::default()),
                 waker: AtomicWaker::new(),
@@ -129,8 +103,11 @@ impl WebSocket {
     }
 
     /// The opening handshake (path, query, headers, peer address).
+    ///
+    /// Kept compact and decoded on the first call (see [`Handshake`]'s module): an application
+    /// that needs it on every message may keep what it needs in its handler instead.
     pub fn handshake(&self) -> &Handshake {
-        &self.shared.handshake
+        self.shared.handshake.get()
     }
 
     /// Queues a text message.
@@ -256,11 +233,10 @@ impl WebSocket {
 
 impl fmt::Debug for WebSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the handshake: formatting must not decode it (see `handshake.rs`).
         f.debug_struct("WebSocket")
             .field("id", &self.shared.id)
-            .field("path", &self.shared.handshake.uri.path())
-            .field("peer", &self.shared.handshake.peer)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

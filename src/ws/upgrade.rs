@@ -11,7 +11,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use base64::Engine;
-use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Version};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -89,16 +89,13 @@ where
     // Served by `switchboard::http::serve`, the connection closes (1001) when the server shuts down.
     let shutdown = request.extensions().get::<crate::Shutdown>().cloned();
     let (parts, _body) = request.into_parts();
-    // The URI and header values parsed by hyper share its read buffer; copying them lets that
-    // buffer go when the HTTP connection hands over, instead of pinning it for the socket's
-    // lifetime. The headers that only served the handshake are not kept.
-    let uri = Uri::try_from(parts.uri.to_string()).unwrap_or(parts.uri);
-    let kept = || parts.headers.iter().filter(|(name, _)| !HANDSHAKE_ONLY.contains(name));
-    // Sized exactly: a `HeaderMap` grown by inserts reserves room for 6 entries (~620 bytes).
-    let mut headers = HeaderMap::with_capacity(kept().count());
-    for (name, value) in kept() {
-        headers.append(name.clone(), copy_value(value));
+    // The headers that only served the handshake are not kept. The values still share hyper's
+    // read buffer; the connection keeps a compact copy (`handshake.rs`), not these.
+    let mut headers = parts.headers;
+    for name in &HANDSHAKE_ONLY {
+        headers.remove(name);
     }
+    let uri = parts.uri;
     let handshake = Handshake { uri, headers, peer };
     let handler = factory(&handshake);
     let config = Config::clone(config);
@@ -124,10 +121,6 @@ where
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     response
-}
-
-fn copy_value(value: &HeaderValue) -> HeaderValue {
-    HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone())
 }
 
 /// Checks the RFC 6455 §4.2.1 requirements; returns the client's key.
