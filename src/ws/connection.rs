@@ -877,7 +877,7 @@ fn handle<'a, H: Handler>(
         tokio::pin!(call);
         let mut failed: Option<io::Error> = None;
         let completed = poll_fn(|cx| {
-            if let Poll::Ready(ok) = call.as_mut().poll(cx) {
+            if let Poll::Ready(ok) = ws.handling(|| call.as_mut().poll(cx)) {
                 return Poll::Ready(ok);
             }
             if failed.is_none() {

@@ -11,6 +11,7 @@ use super::Text;
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,6 +77,11 @@ pub(super) struct Queue {
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The connection whose handler this thread is polling, if any (compared, never dereferenced).
+    static HANDLING: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
+}
 static SLOW_CONSUMERS: AtomicU64 = AtomicU64::new(0);
 
 /// How many connections this process closed because they did not read (slow consumers).
@@ -211,8 +217,33 @@ impl WebSocket {
             q.bytes += len;
             q.items.push_back(item);
         }
-        self.shared.waker.wake();
+        // A handler replying from inside its connection's own task needs no wake-up: the task
+        // takes the queue as soon as the handler returns or waits. Waking it anyway would make
+        // tokio poll it once more for nothing after every reply (and re-register its waker).
+        if !self.is_handling() {
+            self.shared.waker.wake();
+        }
         Ok(())
+    }
+
+    /// Whether this connection's task is running its handler on this thread right now.
+    fn is_handling(&self) -> bool {
+        HANDLING.with(|current| std::ptr::eq(current.get(), Arc::as_ptr(&self.shared)))
+    }
+
+    /// Runs `poll` (the connection's task polling its handler) marked as "handling" for
+    /// [`Self::is_handling`].
+    pub(super) fn handling<R>(&self, poll: impl FnOnce() -> R) -> R {
+        let previous = HANDLING.with(|current| current.replace(Arc::as_ptr(&self.shared)));
+        // Restored even if the handler panics (a caught panic must not leave the mark behind).
+        struct Restore(*const Shared);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                HANDLING.with(|current| current.set(self.0));
+            }
+        }
+        let _restore = Restore(previous);
+        poll()
     }
 
     pub(super) fn mark_ended(&self) {
