@@ -78,11 +78,12 @@ pub(super) struct Queue {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+static SLOW_CONSUMERS: AtomicU64 = AtomicU64::new(0);
+
 thread_local! {
     /// The connection whose handler this thread is polling, if any (compared, never dereferenced).
     static HANDLING: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
 }
-static SLOW_CONSUMERS: AtomicU64 = AtomicU64::new(0);
 
 /// How many connections this process closed because they did not read (slow consumers).
 pub fn slow_consumers() -> u64 {
