@@ -922,3 +922,46 @@ fn refuse_sends(ws: &WebSocket, code: u16, reason: &str) {
     q.items.clear();
     q.bytes = 0;
 }
+
+/// The connection's task is the largest part of an idle connection's memory, and tokio allocates
+/// it 128-byte aligned: a few more bytes of state cost 128 per connection. This keeps the
+/// pub/sub connection's task in its 640-byte cell (the release layout; debug futures are far
+/// larger, so the check runs in release builds, as CI's `cargo test --release` does).
+#[cfg(all(test, not(debug_assertions)))]
+mod task_size {
+    use super::*;
+    use crate::ws::Handshake;
+
+    /// tokio's task cell around a future: header 32, scheduler and id 24, trailer 48 bytes.
+    const TASK_OVERHEAD: usize = 32 + 24 + 48;
+
+    #[tokio::test]
+    async fn a_pub_sub_connection_task_fits_a_640_byte_cell() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (stream, peer) = listener.accept().await.expect("accept");
+        let handshake = Handshake {
+            uri: http::Uri::from_static("/"),
+            headers: http::HeaderMap::new(),
+            peer: Some(peer),
+        };
+        let ws = WebSocket::new(handshake, 1 << 20);
+        let session = crate::session::Session::new(crate::Node::new(crate::Router::new()));
+        let task = run(
+            Io::Tcp(stream),
+            Bytes::new(),
+            Role::Server,
+            ws,
+            session,
+            Config::default(),
+            Some(Shutdown::new()),
+        );
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size + TASK_OVERHEAD <= 640,
+            "the connection future is {size} bytes: its task no longer fits 640 bytes (a 128-byte \
+             step per connection); box what only rare paths need (see BENCHMARKS.md, idle memory)"
+        );
+    }
+}
