@@ -1,6 +1,7 @@
 //! The task that drives one connection: decodes what the peer sends into handler calls, writes the
 //! queue in batches, pings idle peers and finishes the close handshake.
 
+use super::deadline;
 use super::decoder::{Decoder, Inbound, ProtocolError};
 use super::frame::{self, Role, CLOSE};
 use super::io::Io;
@@ -16,10 +17,11 @@ use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::time::{sleep_until, Instant, Sleep};
+use tokio::time::Instant;
 
 /// Corked frames are written once they reach this size.
 const CORK_LIMIT: usize = 64 * 1024;
@@ -79,7 +81,10 @@ pub(crate) fn run<H: Handler>(
             if let Some(shutdown) = &shutdown {
                 shutdown.track(&ws);
             }
-            drive(&mut wire, &ws, &mut handler, &timers).await
+            let deadlines = deadline::Registration::new(&ws.shared);
+            let close = drive(&mut wire, &ws, &mut handler, &timers).await;
+            drop(deadlines);
+            close
         } else {
             wire.send_close(VecDeque::new(), 1011, "internal error", Duration::from_millis(100))
                 .await;
@@ -196,7 +201,6 @@ impl Wire {
         cx: &mut Context<'_>,
         ws: &WebSocket,
         batch: &mut VecDeque<Outbound>,
-        timer: Pin<&mut Sleep>,
         may_close: bool,
     ) -> Poll<Event> {
         if self.writing(batch) {
@@ -212,7 +216,8 @@ impl Wire {
                 return Poll::Ready(Event::Queued);
             }
         }
-        if timer.poll(cx).is_ready() {
+        // The deadline sweep wakes us (through the waker registered above) once it has passed.
+        if deadline::now_ms() >= ws.shared.deadline.load(Ordering::Relaxed) {
             return Poll::Ready(Event::Timer);
         }
         if self.inbox.is_empty() && self.error.is_none() {
@@ -509,8 +514,6 @@ fn drive<'a, H: Handler>(
             close_deadline: None,
             sent_close: None,
         };
-        let timer = sleep_until(st.last_heard + config.idle_timeout());
-        tokio::pin!(timer);
 
         loop {
             // 1. Take everything queued since the last turn as the next batch, once the previous
@@ -547,21 +550,19 @@ fn drive<'a, H: Handler>(
                     .await;
             }
 
-            // 3. Wait. The timer is re-armed only when it must fire earlier or has fired: moving it
-            // on every message would cost a timer-wheel update per message; a stale wake-up just
-            // finds nothing due.
+            // 3. Wait, with the next deadline where the sweep sees it (`deadline.rs`).
             {
                 let idle_deadline = match (config.ping_interval(), st.pinged) {
                     (Some(interval), false) => st.last_heard + interval.min(config.idle_timeout()),
                     _ => st.last_heard + config.idle_timeout(),
                 };
-                let deadline = st.close_deadline.map_or(idle_deadline, |d| d.min(idle_deadline));
-                if timer.is_elapsed() || deadline < timer.deadline() {
-                    timer.as_mut().reset(deadline);
-                }
+                let next = st.close_deadline.map_or(idle_deadline, |d| d.min(idle_deadline));
+                shared
+                    .deadline
+                    .store(deadline::at_ms(next.into_std()), Ordering::Relaxed);
             }
             let may_close = st.sent_close.is_none();
-            let event = poll_fn(|cx| wire.poll_event(cx, ws, &mut st.batch, timer.as_mut(), may_close)).await;
+            let event = poll_fn(|cx| wire.poll_event(cx, ws, &mut st.batch, may_close)).await;
             match event {
                 Event::Queued | Event::Written(Ok(())) => {}
                 Event::Written(Err(err)) => return write_failed(ws, err, st.sent_close.map(|c| *c)),
@@ -925,7 +926,7 @@ fn refuse_sends(ws: &WebSocket, code: u16, reason: &str) {
 
 /// The connection's task is the largest part of an idle connection's memory, and tokio allocates
 /// it 128-byte aligned: a few more bytes of state cost 128 per connection. This keeps the
-/// pub/sub connection's task in its 640-byte cell (the release layout; debug futures are far
+/// pub/sub connection's task in its 512-byte cell (the release layout; debug futures are far
 /// larger, so the check runs in release builds, as CI's `cargo test --release` does).
 #[cfg(all(test, not(debug_assertions)))]
 mod task_size {
@@ -936,7 +937,7 @@ mod task_size {
     const TASK_OVERHEAD: usize = 32 + 24 + 48;
 
     #[tokio::test]
-    async fn a_pub_sub_connection_task_fits_a_640_byte_cell() {
+    async fn a_pub_sub_connection_task_fits_a_512_byte_cell() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -959,8 +960,8 @@ mod task_size {
         );
         let size = std::mem::size_of_val(&task);
         assert!(
-            size + TASK_OVERHEAD <= 640,
-            "the connection future is {size} bytes: its task no longer fits 640 bytes (a 128-byte \
+            size + TASK_OVERHEAD <= 512,
+            "the connection future is {size} bytes: its task no longer fits 512 bytes (a 128-byte \
              step per connection); box what only rare paths need (see BENCHMARKS.md, idle memory)"
         );
     }

@@ -35,6 +35,7 @@
 mod client;
 mod config;
 mod connection;
+mod deadline;
 mod decoder;
 pub(crate) mod frame;
 mod handler;

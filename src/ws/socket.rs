@@ -53,6 +53,9 @@ pub(super) struct Shared {
     pub(super) waker: AtomicWaker,
     /// Wakes everyone waiting in [`WebSocket::closed`].
     ended: Notify,
+    /// When the connection's task must next look at its timeouts, in [`super::deadline`] units
+    /// (checked by the deadline sweep, which then wakes it).
+    pub(super) deadline: AtomicU64,
 }
 
 /// An item of the outbound queue.
@@ -100,6 +103,7 @@ impl WebSocket {
                 queue: Mutex::new(Queue::default()),
                 waker: AtomicWaker::new(),
                 ended: Notify::new(),
+                deadline: AtomicU64::new(super::deadline::NEVER),
             }),
         }
     }

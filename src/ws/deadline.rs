@@ -1,0 +1,109 @@
+//! Connection deadlines (ping, idle, close timeouts) without a timer per connection.
+//!
+//! A tokio `Sleep` is 112 bytes, kept in every connection's task for its whole life: with the
+//! task allocated 128-byte aligned, it decides whether an idle connection's task takes 512 or
+//! 640 bytes. Instead, as uWebSockets does with its per-loop timeout sweep, each connection
+//! stores its next deadline in its shared state, and one thread checks all of them every
+//! [`TICK`], waking the connections whose deadline has passed. A timeout fires at most one tick
+//! late; the sweep costs a few nanoseconds per connection per tick, and the thread sleeps while
+//! no connection is registered.
+
+use super::socket::Shared;
+use parking_lot::{Condvar, Mutex};
+use slab::Slab;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+/// How often deadlines are checked: the most a timeout can fire late.
+const TICK: Duration = Duration::from_millis(10);
+
+/// "No deadline".
+pub(super) const NEVER: u64 = u64::MAX;
+
+struct Registry {
+    connections: Mutex<Slab<Weak<Shared>>>,
+    registered: Condvar,
+}
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let spawned = std::thread::Builder::new()
+            .name("switchboard-deadlines".into())
+            .spawn(sweep);
+        if let Err(err) = spawned {
+            // Without the thread no timeout fires; say so loudly rather than fail connections.
+            tracing::error!(%err, "cannot start the deadline thread: ping and idle timeouts are off");
+        }
+        Registry {
+            connections: Mutex::new(Slab::new()),
+            registered: Condvar::new(),
+        }
+    })
+}
+
+/// Milliseconds since the first use, the unit of deadlines.
+pub(super) fn now_ms() -> u64 {
+    millis_since_epoch(Instant::now(), false)
+}
+
+/// `at` in deadline units, rounded up: a deadline in milliseconds is never before `at`, so a
+/// connection woken at it finds its `Instant` deadline passed.
+pub(super) fn at_ms(at: Instant) -> u64 {
+    millis_since_epoch(at, true)
+}
+
+fn millis_since_epoch(at: Instant, round_up: bool) -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let since = at.saturating_duration_since(*EPOCH.get_or_init(Instant::now));
+    let ms = u64::try_from(since.as_millis()).unwrap_or(NEVER - 1);
+    if round_up && !since.subsec_nanos().is_multiple_of(1_000_000) {
+        ms + 1
+    } else {
+        ms
+    }
+}
+
+/// A connection's place in the sweep, for as long as this lives (its task's lifetime).
+pub(super) struct Registration(usize);
+
+impl Registration {
+    pub(super) fn new(shared: &Arc<Shared>) -> Self {
+        let registry = registry();
+        let key = registry.connections.lock().insert(Arc::downgrade(shared));
+        registry.registered.notify_one();
+        Registration(key)
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut connections = registry().connections.lock();
+        if connections.contains(self.0) {
+            connections.remove(self.0);
+        }
+    }
+}
+
+fn sweep() {
+    let registry = registry();
+    loop {
+        {
+            let mut connections = registry.connections.lock();
+            while connections.is_empty() {
+                registry.registered.wait(&mut connections);
+            }
+        }
+        std::thread::sleep(TICK);
+        let now = now_ms();
+        let connections = registry.connections.lock();
+        for (_, connection) in connections.iter() {
+            if let Some(shared) = connection.upgrade() {
+                if shared.deadline.load(Ordering::Relaxed) <= now {
+                    shared.waker.wake();
+                }
+            }
+        }
+    }
+}
