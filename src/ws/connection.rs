@@ -81,7 +81,7 @@ pub(crate) fn run<H: Handler>(
             if let Some(shutdown) = &shutdown {
                 shutdown.track(&ws);
             }
-            let deadlines = deadline::Registration::new(&ws.shared);
+            let deadlines = deadline::Registration::new(&ws.shared, timers.shortest());
             let close = drive(&mut wire, &ws, &mut handler, &timers).await;
             drop(deadlines);
             close
@@ -123,6 +123,11 @@ impl Timers {
     }
     fn close_timeout(&self) -> Duration {
         Duration::from_millis(self.close_ms.into())
+    }
+    /// The shortest of the timeouts, which sets how precisely they must be checked.
+    fn shortest(&self) -> Duration {
+        let shortest = self.ping_ms.unwrap_or(u32::MAX).min(self.idle_ms).min(self.close_ms);
+        Duration::from_millis(shortest.into())
     }
 }
 

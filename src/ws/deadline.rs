@@ -3,26 +3,34 @@
 //! A tokio `Sleep` is 112 bytes, kept in every connection's task for its whole life: with the
 //! task allocated 128-byte aligned, it decides whether an idle connection's task takes 512 or
 //! 640 bytes. Instead, as uWebSockets does with its per-loop timeout sweep, each connection
-//! stores its next deadline in its shared state, and one thread checks all of them every
-//! [`TICK`], waking the connections whose deadline has passed. A timeout fires at most one tick
-//! late; the sweep costs a few nanoseconds per connection per tick, and the thread sleeps while
-//! no connection is registered.
+//! stores its next deadline in its shared state, and one thread checks all of them every tick,
+//! waking the connections whose deadline has passed. A timeout fires at most one tick late; the
+//! tick is a sixteenth of the shortest timeout any connection uses (312 ms with the defaults,
+//! whose shortest is the 5 s close timeout), between 5 ms and 1 s, so the sweep costs ~40 ns per
+//! connection per tick: 0.2 % of a core for 18 000 idle connections with the defaults. The
+//! thread sleeps while no connection is registered.
 
 use super::socket::Shared;
 use parking_lot::{Condvar, Mutex};
 use slab::Slab;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-/// How often deadlines are checked: the most a timeout can fire late.
-const TICK: Duration = Duration::from_millis(10);
+/// Bounds of the sweep's period (the most a timeout can fire late).
+const MIN_TICK_MS: u64 = 5;
+const MAX_TICK_MS: u64 = 1000;
+
+/// The sweep's period: only ever shortened, by a connection with shorter timeouts.
+static TICK_MS: AtomicU64 = AtomicU64::new(MAX_TICK_MS);
 
 /// "No deadline".
 pub(super) const NEVER: u64 = u64::MAX;
 
 struct Registry {
-    connections: Mutex<Slab<Weak<Shared>>>,
+    /// Strong handles: a registration always ends (its `Drop` runs when the connection's task
+    /// ends or is dropped), and reading through an `Arc` needs no upgrade on every tick.
+    connections: Mutex<Slab<Arc<Shared>>>,
     registered: Condvar,
 }
 
@@ -69,9 +77,12 @@ fn millis_since_epoch(at: Instant, round_up: bool) -> u64 {
 pub(super) struct Registration(usize);
 
 impl Registration {
-    pub(super) fn new(shared: &Arc<Shared>) -> Self {
+    /// Registers a connection whose shortest timeout is `shortest`.
+    pub(super) fn new(shared: &Arc<Shared>, shortest: Duration) -> Self {
+        let tick = u64::try_from(shortest.as_millis() / 16).unwrap_or(MAX_TICK_MS);
+        TICK_MS.fetch_min(tick.clamp(MIN_TICK_MS, MAX_TICK_MS), Ordering::Relaxed);
         let registry = registry();
-        let key = registry.connections.lock().insert(Arc::downgrade(shared));
+        let key = registry.connections.lock().insert(Arc::clone(shared));
         registry.registered.notify_one();
         Registration(key)
     }
@@ -95,14 +106,12 @@ fn sweep() {
                 registry.registered.wait(&mut connections);
             }
         }
-        std::thread::sleep(TICK);
+        std::thread::sleep(Duration::from_millis(TICK_MS.load(Ordering::Relaxed)));
         let now = now_ms();
         let connections = registry.connections.lock();
-        for (_, connection) in connections.iter() {
-            if let Some(shared) = connection.upgrade() {
-                if shared.deadline.load(Ordering::Relaxed) <= now {
-                    shared.waker.wake();
-                }
+        for (_, shared) in connections.iter() {
+            if shared.deadline.load(Ordering::Relaxed) <= now {
+                shared.waker.wake();
             }
         }
     }
