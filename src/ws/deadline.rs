@@ -116,3 +116,42 @@ fn sweep() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_in_milliseconds_is_never_before_the_instant() {
+        // An instant inside a millisecond (a whole one would be exact: retry past it).
+        let at = loop {
+            let at = Instant::now() + Duration::from_micros(1500);
+            if millis_since_epoch(at, false) != at_ms(at) {
+                break at;
+            }
+        };
+        let ms = at_ms(at);
+        // Rounded up: when the clock in milliseconds reaches it, the instant has passed.
+        assert_eq!(millis_since_epoch(at, false) + 1, ms);
+        std::thread::sleep(Duration::from_millis(3));
+        assert!(now_ms() >= ms);
+        assert!(Instant::now() >= at);
+    }
+
+    #[test]
+    fn a_registration_leaves_the_sweep_when_dropped() {
+        let ws = crate::ws::WebSocket::new(
+            crate::ws::Handshake {
+                uri: http::Uri::from_static("/"),
+                headers: http::HeaderMap::new(),
+                peer: None,
+            },
+            1024,
+        );
+        let before = Arc::strong_count(&ws.shared);
+        let registration = Registration::new(&ws.shared, Duration::from_secs(1));
+        assert_eq!(Arc::strong_count(&ws.shared), before + 1);
+        drop(registration);
+        assert_eq!(Arc::strong_count(&ws.shared), before);
+    }
+}
