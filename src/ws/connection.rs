@@ -199,8 +199,9 @@ impl Wire {
     }
 
     /// What the connection waits for, in one poll: the socket accepting our batch, new sends
-    /// (or the slow-consumer abort), the timer, the peer's bytes. Nothing here is a stored
-    /// future: an idle connection's task holds only its timer for all of this.
+    /// (or the slow-consumer abort), its deadline, the peer's bytes. Nothing here is a stored
+    /// future: an idle connection's task holds no waiting state at all (the deadline is in the
+    /// shared state, watched by the sweep in `deadline.rs`).
     fn poll_event(
         &mut self,
         cx: &mut Context<'_>,
@@ -383,8 +384,8 @@ impl Wire {
     }
 
     /// Sends what is staged in `batch`, then a close frame, giving up after `limit`. Boxed, like
-    /// the other rare paths: the connection's task would otherwise carry room for its timer and
-    /// write state all its life.
+    /// the other rare paths: the connection's task would otherwise carry room for their timeout
+    /// and write state all its life.
     fn send_close<'a>(
         &'a mut self,
         mut batch: VecDeque<Outbound>,
