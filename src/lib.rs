@@ -30,20 +30,11 @@
 //! ```
 #![warn(missing_docs)]
 
-mod action;
-mod broadcast;
 mod broker;
-mod broker_redis;
-mod channel;
 pub mod client;
-mod connection;
 mod duplex;
-mod handlers;
 pub mod http;
-mod hub;
-mod metrics;
 mod node;
-mod params;
 mod protocol;
 mod publisher;
 mod router;
@@ -51,13 +42,12 @@ mod session;
 mod shutdown;
 pub mod ws;
 
+#[cfg(feature = "redis")]
+pub use broker::RedisBroker;
 pub use broker::{Broker, BrokerError, Delivery, MemoryBroker};
-pub use broker_redis::RedisBroker;
-pub use channel::{Channel, ChannelRef};
-pub use connection::Connection;
-pub use duplex::{live_channels, Duplex, DuplexError};
-pub use handlers::{HandlerOutput, Remover};
+pub use duplex::{Duplex, DuplexError, HandlerOutput, Remover};
 pub use node::{Node, NodeBuilder, PublishError};
 pub use publisher::Publisher;
-pub use router::{Access, Router};
+pub use router::{Access, Channel, ChannelRef, Router};
+pub use session::Connection;
 pub use shutdown::Shutdown;

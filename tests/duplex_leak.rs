@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use support::*;
 use switchboard::client::Client;
-use switchboard::{live_channels, DuplexError, Router};
+use switchboard::{DuplexError, Node, Router};
 use tokio::runtime::Handle;
 
 fn rss_kib() -> u64 {
@@ -43,9 +43,9 @@ fn router() -> Router {
     router
 }
 
-async fn settle(live: u64, tasks: usize) -> bool {
+async fn settle(node: &Node, live: u64, tasks: usize) -> bool {
     for _ in 0..500 {
-        if live_channels() == live && alive_tasks() <= tasks {
+        if node.duplex_channels() == live && alive_tasks() <= tasks {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -53,7 +53,7 @@ async fn settle(live: u64, tasks: usize) -> bool {
     false
 }
 
-// One test in this file: the counters are process-wide.
+// One test in this file: tokio's task count and the resident memory are process-wide.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_channels_leave_nothing_behind() {
     let server = serve(router()).await;
@@ -64,9 +64,9 @@ async fn ten_thousand_channels_leave_nothing_behind() {
         let room = client.open("room", json!({})).await.expect("open");
         room.close();
     }
-    assert!(settle(0, usize::MAX).await);
+    assert!(settle(&server.node, 0, usize::MAX).await);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (live0, tasks0, rss0) = (live_channels(), alive_tasks(), rss_kib());
+    let (live0, tasks0, rss0) = (server.node.duplex_channels(), alive_tasks(), rss_kib());
 
     // 10 000 channels over one connection; every 10th exchanges an emit and a request that
     // itself makes a server -> client request.
@@ -86,12 +86,12 @@ async fn ten_thousand_channels_leave_nothing_behind() {
         room.close();
     }
     assert!(
-        settle(live0, tasks0).await,
+        settle(&server.node, live0, tasks0).await,
         "live {} (was {live0}), tasks {} (was {tasks0})",
-        live_channels(),
+        server.node.duplex_channels(),
         alive_tasks()
     );
-    let (live1, tasks1, rss1) = (live_channels(), alive_tasks(), rss_kib());
+    let (live1, tasks1, rss1) = (server.node.duplex_channels(), alive_tasks(), rss_kib());
     println!("one connection, 10000 channels: live channels {live0} -> {live1}, alive tasks {tasks0} -> {tasks1}, RSS {rss0} kB -> {rss1} kB");
 
     // Some over many connections: 100 clients each open 20 channels and go away without
@@ -124,12 +124,12 @@ async fn ten_thousand_channels_leave_nothing_behind() {
         assert!(pending.await.expect("join").is_err());
     }
     assert!(
-        settle(live0, tasks0).await,
+        settle(&server.node, live0, tasks0).await,
         "live {} (was {live0}), tasks {} (was {tasks0})",
-        live_channels(),
+        server.node.duplex_channels(),
         alive_tasks()
     );
-    let (live2, tasks2, rss2) = (live_channels(), alive_tasks(), rss_kib());
+    let (live2, tasks2, rss2) = (server.node.duplex_channels(), alive_tasks(), rss_kib());
     println!("200 more connections: live channels {live0} -> {live2}, alive tasks {tasks0} -> {tasks2}, RSS {rss0} kB -> {rss2} kB");
     let grown = rss2.saturating_sub(rss0);
     assert!(grown < 32 * 1024, "RSS grew by {grown} kB");

@@ -80,7 +80,7 @@ fn join(channel: Duplex, rooms: Rooms) -> Result<(), DuplexError> {
             }
         }
     })?;
-    let session = channel.session_id();
+    let session = channel.connection_id();
     rooms.lock().insert(session, channel.clone());
     tokio::spawn(async move {
         channel.closed().await;

@@ -28,18 +28,24 @@
 //! # let _ = reply; Ok(()) }
 //! ```
 
-mod channel;
-mod conn;
+//! The files follow the data path: `reader.rs` reads the server's messages into `state.rs` (what
+//! the client knows and waits for), `reconnect.rs` keeps the connection up; `subscription.rs` and
+//! `duplex.rs` are the handles an application holds.
+
+mod duplex;
 mod error;
-mod shared;
+mod reader;
+mod reconnect;
+mod state;
 mod subscription;
 
-pub use channel::{ChannelState, ClientChannel, Remover};
+pub use duplex::{ChannelState, ClientChannel, Remover};
 pub use error::ClientError;
 pub use subscription::Subscription;
 
+use crate::protocol::ClientMessage;
 use serde_json::{json, Value};
-use shared::{ChannelCallback, LocalSub, Shared};
+use state::{ChannelCallback, ClientState, LocalSub};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -93,7 +99,7 @@ pub struct Client {
 /// Owned by the `Client` clones only (not by the connection task), so its drop means "nobody
 /// uses this client any more".
 struct Handle {
-    shared: Arc<Shared>,
+    shared: Arc<ClientState>,
 }
 
 impl Drop for Handle {
@@ -125,8 +131,8 @@ impl ClientBuilder {
 
     /// Connects (the first attempt must succeed) and keeps the connection up from then on.
     pub async fn connect(self) -> Result<Client, ClientError> {
-        let shared = Arc::new(Shared::new(self.url, self.config, self.on_channel));
-        let handler = conn::ClientHandler::new(shared.clone());
+        let shared = Arc::new(ClientState::new(self.url, self.config, self.on_channel));
+        let handler = reader::Reader::new(shared.clone());
         let ws = crate::ws::connect(&shared.url, handler, shared.config.ws.clone())
             .await
             .map_err(|e| ClientError::Connect(e.to_string()))?;
@@ -136,7 +142,7 @@ impl ClientBuilder {
         let open = state.wait_for(|s| *s != ConnectionState::Connecting);
         let _ = tokio::time::timeout(shared.config.ws.handshake_timeout, open).await;
         drop(state);
-        tokio::spawn(conn::supervise(shared.clone(), ws));
+        tokio::spawn(reconnect::supervise(shared.clone(), ws));
         Ok(Client {
             handle: Arc::new(Handle { shared }),
         })
@@ -158,7 +164,7 @@ impl Client {
         }
     }
 
-    fn shared(&self) -> &Arc<Shared> {
+    fn shared(&self) -> &Arc<ClientState> {
         &self.handle.shared
     }
 
@@ -183,7 +189,7 @@ impl Client {
     pub async fn subscribe(&self, channel: &str, params: Value) -> Result<Subscription, ClientError> {
         let shared = self.shared();
         let params = if params.is_null() { json!({}) } else { params };
-        let id = shared.next_id();
+        let id = shared.next_sub_id();
         let (tx, rx) = mpsc::unbounded_channel();
         // Registered first, so a publication right after `subscribed` is not missed.
         shared
@@ -197,7 +203,11 @@ impl Client {
                 tx,
             });
         let subscription = Subscription::new(channel.to_owned(), id, rx, Arc::downgrade(shared));
-        let message = json!({ "type": "subscribe", "channel": channel, "data": params });
+        let message = ClientMessage::Subscribe {
+            channel: channel.to_owned(),
+            data: Some(params),
+            id: None,
+        };
         let what = format!("subscribe to '{channel}'");
         match shared.call(message, shared.config.request_timeout, what).await {
             Ok(_) => Ok(subscription),
@@ -212,7 +222,11 @@ impl Client {
 
     /// Calls the action `name` with `data` and returns its result (`Null` when it has none).
     pub async fn action(&self, name: &str, data: Value, timeout: Duration) -> Result<Value, ClientError> {
-        let message = json!({ "type": "action", "channel": name, "data": data });
+        let message = ClientMessage::Action {
+            channel: name.to_owned(),
+            data: Some(data),
+            id: None,
+        };
         self.shared().call(message, timeout, format!("action '{name}'")).await
     }
 
@@ -245,16 +259,20 @@ impl Client {
         {
             let mut channels = shared.channels.lock();
             if channels.get(name).is_some_and(|c| !c.is_closed()) {
-                return Err(ClientError::Remote(format!("Channel '{name}' is already open.")));
+                return Err(ClientError::Remote(crate::protocol::text::already_open(name)));
             }
             channels.insert(name.to_owned(), channel.clone());
         }
         setup(&channel);
-        let mut message = json!({ "type": "open", "channel": name, "data": params });
-        let result = match shared.start_call(&mut message) {
-            Ok((id, rx)) => {
+        let message = ClientMessage::Open {
+            channel: name.to_owned(),
+            data: Some(params),
+            id: None,
+        };
+        let result = match shared.start_call(message) {
+            Ok(waiter) => {
                 shared
-                    .finish_call(id, rx, deadline, shared.config.request_timeout, what)
+                    .finish_call(waiter, deadline, shared.config.request_timeout, what)
                     .await
             }
             Err(err) => Err(err),
@@ -267,7 +285,10 @@ impl Client {
             Err(err) => {
                 if let ClientError::Timeout { .. } = err {
                     // The server may still open it: tell it we gave up.
-                    let _ = shared.send(&json!({ "type": "close", "channel": name, "reason": "open timed out" }));
+                    let _ = shared.send(&ClientMessage::Duplex(crate::protocol::DuplexMessage::Close {
+                        channel: name.to_owned(),
+                        reason: Some("open timed out".to_owned()),
+                    }));
                 }
                 channel.shut(ClientError::Closed(name.to_owned()), &err.to_string());
                 shared.forget_channel(&channel);

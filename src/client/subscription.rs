@@ -1,6 +1,6 @@
 //! `Subscription`: the data of one pub/sub channel, as a stream.
 
-use super::shared::Shared;
+use super::state::ClientState;
 use super::ClientError;
 use futures_util::Stream;
 use serde_json::Value;
@@ -22,12 +22,12 @@ pub struct Subscription {
     channel: String,
     id: u64,
     rx: mpsc::UnboundedReceiver<Value>,
-    client: Weak<Shared>,
+    client: Weak<ClientState>,
     active: bool,
 }
 
 impl Subscription {
-    pub(crate) fn new(channel: String, id: u64, rx: mpsc::UnboundedReceiver<Value>, client: Weak<Shared>) -> Self {
+    pub(crate) fn new(channel: String, id: u64, rx: mpsc::UnboundedReceiver<Value>, client: Weak<ClientState>) -> Self {
         Self {
             channel,
             id,

@@ -1,6 +1,6 @@
 //! Actions: named request/response calls with typed, validated parameters.
 
-use crate::params::{from_params, InvalidParams};
+use super::params::{from_params, InvalidParams};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;

@@ -5,8 +5,8 @@
 //! `user_id: 123` reaches the clients that subscribed with `user_id: 123` and nobody else. A channel
 //! with no subscribe-time parameters has one key, so every subscriber gets every broadcast.
 
-use crate::node::NodeShared;
-use crate::params::{from_params, InvalidParams};
+use super::params::{from_params, InvalidParams};
+use crate::node::NodeInner;
 use crate::PublishError;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -142,7 +142,7 @@ pub(crate) struct ChannelDef {
     pub required: Vec<String>,
     pub default_response: bool,
     /// Set when the router is mounted on a node.
-    pub node: OnceLock<Weak<NodeShared>>,
+    pub node: OnceLock<Weak<NodeInner>>,
     prepare: Box<dyn Fn(Value) -> Result<Prepared, InvalidParams> + Send + Sync>,
 }
 
@@ -231,7 +231,7 @@ impl<P: Serialize + Send + 'static> ChannelRef<P> {
             .ok_or_else(|| PublishError::NotMounted(self.def.name.clone()))?;
         let key = key_of(&params, &self.def.required);
         let data = (self.func)(params).await.map_err(PublishError::Failed)?;
-        crate::node::Node::from_shared(node)
+        crate::node::Node::from_inner(node)
             .publish_data(&self.def.name, &key, &data)
             .await
     }

@@ -1,17 +1,19 @@
-//! The state one client shares between its handle, its connection task and its channels and
-//! subscriptions: the current socket, the waiters of control messages, and the registries that
-//! are restored after a reconnect.
+//! `ClientState`: what one client shares between its handle, its connection's reader, its
+//! reconnect loop and its channels and subscriptions — the current socket, the calls waiting for
+//! the server's answer, and the registries that are restored after a reconnect.
 
-use super::channel::{ChannelState, ClientChannel};
+use super::duplex::{ChannelState, ClientChannel};
 use super::{ClientConfig, ClientError, ConnectionState};
+use crate::duplex::{Pending, Unanswered, Waiter};
+use crate::protocol::ClientMessage;
 use crate::ws::WebSocket;
 use parking_lot::Mutex;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 /// A callback for channels the server opens by itself.
@@ -24,7 +26,7 @@ pub(crate) struct LocalSub {
     pub tx: mpsc::UnboundedSender<Value>,
 }
 
-pub(crate) struct Shared {
+pub(crate) struct ClientState {
     pub url: String,
     pub config: ClientConfig,
     pub state: watch::Sender<ConnectionState>,
@@ -32,9 +34,10 @@ pub(crate) struct Shared {
     pub shutdown: watch::Sender<bool>,
     /// The socket of the current connection, while it is open.
     pub ws: Mutex<Option<WebSocket>>,
-    next_id: AtomicU64,
-    /// Waiters of control messages (subscribe, unsubscribe, action, open) by request id.
-    waiters: Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>,
+    /// Ids of local subscriptions.
+    next_sub: AtomicU64,
+    /// Calls (subscribe, unsubscribe, action, open) waiting for the server's answer.
+    calls: Pending<ClientError>,
     /// Local subscriptions by channel name.
     pub subs: Mutex<HashMap<String, Vec<LocalSub>>>,
     /// Bidirectional channels (opened by either side) by name.
@@ -44,7 +47,7 @@ pub(crate) struct Shared {
     pub backlog: Mutex<Vec<ClientChannel>>,
 }
 
-impl Shared {
+impl ClientState {
     pub fn new(url: String, config: ClientConfig, on_channel: Vec<ChannelCallback>) -> Self {
         Self {
             url,
@@ -52,8 +55,8 @@ impl Shared {
             state: watch::channel(ConnectionState::Connecting).0,
             shutdown: watch::channel(false).0,
             ws: Mutex::new(None),
-            next_id: AtomicU64::new(1),
-            waiters: Mutex::new(HashMap::new()),
+            next_sub: AtomicU64::new(1),
+            calls: Pending::default(),
             subs: Mutex::new(HashMap::new()),
             channels: Mutex::new(HashMap::new()),
             on_channel: Mutex::new(on_channel),
@@ -61,8 +64,8 @@ impl Shared {
         }
     }
 
-    pub fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+    pub fn next_sub_id(&self) -> u64 {
+        self.next_sub.fetch_add(1, Ordering::Relaxed)
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -70,9 +73,9 @@ impl Shared {
     }
 
     /// Queues `message` on the current connection.
-    pub fn send(&self, message: &Value) -> Result<(), ClientError> {
+    pub fn send(&self, message: &ClientMessage) -> Result<(), ClientError> {
         let ws = self.ws.lock().clone().ok_or(ClientError::Disconnected)?;
-        ws.send_text(message.to_string()).map_err(|_| ClientError::Disconnected)
+        ws.send_text(message.encode()).map_err(|_| ClientError::Disconnected)
     }
 
     /// Waits (until `deadline`) for the connection to be open.
@@ -96,66 +99,49 @@ impl Shared {
         }
     }
 
-    /// Sends a control message with a fresh id and waits for the answer carrying that id:
-    /// `Ok(data)` for `subscribed`/`unsubscribed`/`opened`/`action`, `Remote(text)` for `error`.
-    pub async fn call(&self, mut message: Value, timeout: Duration, what: String) -> Result<Value, ClientError> {
+    /// Sends a call with a fresh id and waits for the answer carrying that id: `Ok(data)` for
+    /// `subscribed`/`unsubscribed`/`opened`/`action`, `Remote(text)` for `error`.
+    pub async fn call(&self, message: ClientMessage, timeout: Duration, what: String) -> Result<Value, ClientError> {
         let deadline = Instant::now() + timeout;
         self.wait_open(deadline, &what).await?;
-        let (id, rx) = self.start_call(&mut message)?;
-        self.finish_call(id, rx, deadline, timeout, what).await
+        let waiter = self.start_call(message)?;
+        self.finish_call(waiter, deadline, timeout, what).await
     }
 
-    /// Registers a waiter and sends; the answer arrives on the returned receiver.
-    pub fn start_call(
-        &self,
-        message: &mut Value,
-    ) -> Result<(u64, oneshot::Receiver<Result<Value, String>>), ClientError> {
-        let id = self.next_id();
-        let (tx, rx) = oneshot::channel();
-        self.waiters.lock().insert(id, tx);
-        message["id"] = Value::from(id);
-        if let Err(err) = self.send(message) {
-            self.waiters.lock().remove(&id);
+    /// Registers a waiter and sends; the answer arrives through the returned waiter.
+    pub fn start_call(&self, mut message: ClientMessage) -> Result<Waiter<ClientError>, ClientError> {
+        let waiter = self.calls.register().ok_or(ClientError::Disconnected)?;
+        message.set_id(Value::from(waiter.id));
+        if let Err(err) = self.send(&message) {
+            self.calls.forget(waiter.id);
             return Err(err);
         }
-        Ok((id, rx))
+        Ok(waiter)
     }
 
     pub async fn finish_call(
         &self,
-        id: u64,
-        rx: oneshot::Receiver<Result<Value, String>>,
+        waiter: Waiter<ClientError>,
         deadline: Instant,
         timeout: Duration,
         what: String,
     ) -> Result<Value, ClientError> {
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(text))) => Err(ClientError::Remote(text)),
-            // The waiter was dropped: the connection ended before the answer.
-            Ok(Err(_)) => Err(ClientError::Disconnected),
-            Err(_) => {
-                self.waiters.lock().remove(&id);
-                Err(ClientError::Timeout { what, timeout })
-            }
+        match self.calls.wait(waiter, deadline).await {
+            Ok(answer) => answer,
+            // The connection ended before the answer.
+            Err(Unanswered::Dropped) => Err(ClientError::Disconnected),
+            Err(Unanswered::TimedOut) => Err(ClientError::Timeout { what, timeout }),
         }
     }
 
-    /// Answers the waiter of `id`; false if nobody waits for it.
+    /// Answers the waiting call `id`; false if nobody waits for it.
     pub fn resolve(&self, id: Option<&Value>, answer: Result<Value, String>) -> bool {
-        let Some(waiter) = id
-            .and_then(Value::as_u64)
-            .and_then(|id| self.waiters.lock().remove(&id))
-        else {
-            return false;
-        };
-        let _ = waiter.send(answer);
-        true
+        id.is_some_and(|id| self.calls.resolve(id, answer.map_err(ClientError::Remote)))
     }
 
-    /// Fails every waiting control message with `Disconnected`.
-    pub fn fail_waiters(&self) {
-        self.waiters.lock().clear();
+    /// Fails every waiting call with `Disconnected`.
+    pub fn fail_calls(&self) {
+        self.calls.fail_all(|| ClientError::Disconnected);
     }
 
     /// Hands a publication to every local subscription of `channel`.
@@ -167,7 +153,7 @@ impl Shared {
 
     /// Removes a local subscription; when it was the channel's last, the server subscription is
     /// left too (returned as the `unsubscribe` message to send).
-    pub fn remove_sub(&self, channel: &str, id: u64) -> Option<Value> {
+    pub fn remove_sub(&self, channel: &str, id: u64) -> Option<ClientMessage> {
         let mut subs = self.subs.lock();
         let list = subs.get_mut(channel)?;
         let before = list.len();
@@ -175,7 +161,11 @@ impl Shared {
         let removed = list.len() != before;
         if list.is_empty() {
             subs.remove(channel);
-            return removed.then(|| json!({ "type": "unsubscribe", "channel": channel }));
+            return removed.then(|| ClientMessage::Unsubscribe {
+                channel: channel.to_owned(),
+                data: None,
+                id: None,
+            });
         }
         None
     }
@@ -208,7 +198,7 @@ impl Shared {
                 *current = None;
             }
         }
-        self.fail_waiters();
+        self.fail_calls();
         let channels: Vec<ClientChannel> = self.channels.lock().values().cloned().collect();
         for channel in channels {
             if reconnecting && !channel.is_server_opened() {
@@ -230,7 +220,7 @@ impl Shared {
     /// The client is done for good: everything still open is closed.
     pub fn finish(&self) {
         self.ws.lock().take();
-        self.fail_waiters();
+        self.fail_calls();
         let channels: Vec<ClientChannel> = self.channels.lock().drain().map(|(_, c)| c).collect();
         for channel in channels {
             channel.shut(ClientError::Closed(channel.name().to_owned()), "client closed");
@@ -254,8 +244,12 @@ impl Shared {
         }
         let timeout = self.config.request_timeout;
         for (channel, params) in wanted {
-            let mut message = json!({ "type": "subscribe", "channel": channel, "data": params });
-            let Ok((id, rx)) = self.start_call(&mut message) else {
+            let subscribe = ClientMessage::Subscribe {
+                channel: channel.clone(),
+                data: Some(params.clone()),
+                id: None,
+            };
+            let Ok(waiter) = self.start_call(subscribe) else {
                 return;
             };
             let shared = Arc::downgrade(self);
@@ -263,7 +257,7 @@ impl Shared {
                 let deadline = Instant::now() + timeout;
                 let what = format!("re-subscribe to '{channel}'");
                 let Some(strong) = shared.upgrade() else { return };
-                if let Err(ClientError::Remote(text)) = strong.finish_call(id, rx, deadline, timeout, what).await {
+                if let Err(ClientError::Remote(text)) = strong.finish_call(waiter, deadline, timeout, what).await {
                     tracing::warn!(%channel, %text, "re-subscribe refused by the server: subscription ended");
                     strong.drop_subs(&channel, &params);
                 }
@@ -277,8 +271,12 @@ impl Shared {
             .cloned()
             .collect();
         for channel in reopen {
-            let mut message = json!({ "type": "open", "channel": channel.name(), "data": channel.params() });
-            let Ok((id, rx)) = self.start_call(&mut message) else {
+            let open = ClientMessage::Open {
+                channel: channel.name().to_owned(),
+                data: Some(channel.params()),
+                id: None,
+            };
+            let Ok(waiter) = self.start_call(open) else {
                 return;
             };
             let shared = Arc::downgrade(self);
@@ -286,7 +284,7 @@ impl Shared {
                 let deadline = Instant::now() + timeout;
                 let what = format!("re-open of channel '{}'", channel.name());
                 let Some(strong) = shared.upgrade() else { return };
-                match strong.finish_call(id, rx, deadline, timeout, what).await {
+                match strong.finish_call(waiter, deadline, timeout, what).await {
                     Ok(_) => channel.set_state(ChannelState::Open),
                     Err(ClientError::Remote(text)) => {
                         tracing::warn!(channel = channel.name(), %text, "re-open refused by the server: channel closed");

@@ -1,6 +1,6 @@
 //! `GET /metrics`: the node's counters in Prometheus' text format.
 
-use crate::node::Node;
+use super::Node;
 use axum::routing::MethodRouter;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -18,43 +18,49 @@ pub(crate) fn endpoint<S: Clone + Send + Sync + 'static>(node: Node) -> MethodRo
 }
 
 pub(crate) fn render(node: &Node) -> String {
-    let shared = &node.shared;
+    let inner = &node.inner;
     let rows = [
         (
             "switchboard_connections",
             "gauge",
             "Open WebSocket connections.",
-            shared.counters.connections.load(Ordering::Relaxed),
+            inner.counters.connections.load(Ordering::Relaxed),
         ),
         (
             "switchboard_subscriptions",
             "gauge",
             "Active subscriptions on this node.",
-            shared.hub.subscriptions.load(Ordering::Relaxed),
+            inner.hub.subscriptions.load(Ordering::Relaxed),
         ),
         (
             "switchboard_publications_total",
             "counter",
             "Publications accepted by the broker.",
-            shared.counters.publications.load(Ordering::Relaxed),
+            inner.counters.publications.load(Ordering::Relaxed),
         ),
         (
             "switchboard_publish_failures_total",
             "counter",
             "Publications the broker refused.",
-            shared.counters.publish_failures.load(Ordering::Relaxed),
+            inner.counters.publish_failures.load(Ordering::Relaxed),
         ),
         (
             "switchboard_deliveries_total",
             "counter",
             "Messages queued to local subscribers.",
-            shared.hub.deliveries.load(Ordering::Relaxed),
+            inner.hub.deliveries.load(Ordering::Relaxed),
         ),
         (
             "switchboard_slow_consumers_total",
             "counter",
             "Connections closed because they did not read.",
-            crate::ws::slow_consumers(),
+            inner.counters.slow_consumers.load(Ordering::Relaxed),
+        ),
+        (
+            "switchboard_duplex_channels",
+            "gauge",
+            "Bidirectional channels open on this node's connections.",
+            inner.counters.duplex_channels.load(Ordering::Relaxed),
         ),
     ];
     let mut out = String::new();

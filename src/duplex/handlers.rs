@@ -1,5 +1,6 @@
 //! Event handlers of a bidirectional channel, shared by the server's [`Duplex`](crate::Duplex) and
-//! the client's `ClientChannel`: the same `on` semantics on both sides of the wire.
+//! the client's `ClientChannel`: the same `on` semantics, and the same dispatch of events and
+//! requests, on both sides of the wire.
 //!
 //! Several handlers per event run in registration order; for a request, the first that returns a
 //! value (or an error) answers it. Sync handlers run inline, in arrival order; a list with an
@@ -111,6 +112,40 @@ impl Handlers {
     pub fn clear(&self) {
         self.by_event.lock().clear();
     }
+
+    /// An event from the other side on `channel`: runs its handlers (there is no reply).
+    pub fn dispatch_event(&self, channel: &str, event: &str, payload: Value) {
+        let handlers = self.of(event);
+        if handlers.is_empty() {
+            tracing::debug!(channel, event, "event without handler dropped");
+            return;
+        }
+        let channel = channel.to_owned();
+        let event = event.to_owned();
+        run(handlers, payload, move |reply| {
+            if let Err(err) = reply {
+                tracing::warn!(%channel, %event, %err, "event handler failed");
+            }
+        });
+    }
+
+    /// A request from the other side: runs its handlers and answers through `reply` with the
+    /// first value (`null` if none gives one) or error; without handlers, with `no_handler`.
+    pub fn dispatch_request(
+        &self,
+        event: &str,
+        payload: Value,
+        no_handler: impl FnOnce() -> String,
+        reply: impl FnOnce(Result<Value, String>) + Send + 'static,
+    ) {
+        let handlers = self.of(event);
+        if handlers.is_empty() {
+            return reply(Err(no_handler()));
+        }
+        run(handlers, payload, move |answer| {
+            reply(answer.map(|value| value.unwrap_or(Value::Null)))
+        });
+    }
 }
 
 /// Removes the handler it was returned for. Dropping it keeps the handler.
@@ -145,7 +180,7 @@ impl std::fmt::Debug for Remover {
 }
 
 /// Runs handlers in order until one returns a value or an error, then calls `done` with it.
-pub(crate) fn run(handlers: Vec<EventHandler>, payload: Value, done: impl FnOnce(Reply) + Send + 'static) {
+fn run(handlers: Vec<EventHandler>, payload: Value, done: impl FnOnce(Reply) + Send + 'static) {
     // A panicking handler becomes an error reply: a request is always answered.
     let panicked = || Err("handler panicked".to_owned());
     if handlers.iter().all(|h| matches!(h, EventHandler::Sync(_))) {

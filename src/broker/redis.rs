@@ -9,9 +9,10 @@
 //! * **Connections**: one multiplexed connection for `PUBLISH`, and one pub/sub connection owned by
 //!   a task that takes subscribe/unsubscribe commands over a queue, so they reach Redis in the order
 //!   the node made them.
-//! * **Subscriptions** follow the hub: the node subscribes in Redis when its first local subscriber
-//!   of a topic arrives and unsubscribes when the last leaves. [`Broker::subscribe`] is idempotent;
-//!   callers for a topic whose subscription is in flight all wait for the same confirmation.
+//! * **Subscriptions** follow the node's hub, which subscribes when its first local subscriber of a
+//!   topic arrives and unsubscribes when the last leaves, one topic's calls in order (see
+//!   `node/hub.rs`). [`Broker::subscribe`] is idempotent; callers for a topic whose subscription is
+//!   in flight all wait for the same confirmation.
 //! * **Failure**: when Redis goes away, connections to clients stay up; publishing and new
 //!   subscriptions fail with a [`BrokerError`] naming Redis and the cause; the pub/sub task
 //!   reconnects with jittered exponential backoff (50 ms doubling up to 2 s) and subscribes again to
@@ -22,7 +23,7 @@
 //! task checks against it when it runs them, so a subscribe racing an unsubscribe ends in the state
 //! the node asked for last.
 
-use crate::broker::{Broker, BrokerError, Delivery};
+use super::{Broker, BrokerError, Delivery};
 use crate::ws::Text;
 use bytes::Bytes;
 use futures_util::future::{self, BoxFuture};
@@ -31,7 +32,7 @@ use parking_lot::Mutex;
 use redis::aio::{MultiplexedConnection, PubSub, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, RedisError};
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -47,9 +48,6 @@ const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// After a failed attempt to connect the publishing connection, publishes fail at once for this
 /// long instead of each trying again (bounds the cost of an outage on a busy node).
 const PUBLISH_RETRY_AFTER: Duration = Duration::from_millis(100);
-/// An unsubscribe this soon after a subscribe to the same topic checks the hub first (see
-/// [`RedisBroker::unsubscribe`]).
-const RECENT: Duration = Duration::from_secs(2);
 /// Most subscribe/unsubscribe commands sent to Redis in one pipelined batch.
 const BATCH: usize = 512;
 
@@ -76,7 +74,6 @@ struct Shared {
     /// Serializes attempts to (re)connect the publishing connection.
     publisher_connect: tokio::sync::Mutex<()>,
     subs: Mutex<Subscriptions>,
-    delivery: OnceLock<Delivery>,
 }
 
 #[derive(Default)]
@@ -89,13 +86,7 @@ struct Publisher {
 struct Subscriptions {
     /// `Err(reason)` while the pub/sub connection is down or being restored.
     link: Result<(), BrokerError>,
-    topics: HashMap<String, Interest>,
-}
-
-struct Interest {
-    state: State,
-    /// The last call to `subscribe` for this topic.
-    touched: Instant,
+    topics: HashMap<String, State>,
 }
 
 enum State {
@@ -132,7 +123,6 @@ impl RedisBroker {
                 link: Err(BrokerError(String::new())),
                 topics: HashMap::new(),
             }),
-            delivery: OnceLock::new(),
         });
         shared.publisher().await?;
         let pubsub = shared.connect_pubsub().await?;
@@ -150,7 +140,6 @@ impl RedisBroker {
 
 impl Broker for RedisBroker {
     fn start(&self, delivery: Delivery) {
-        let _ = self.shared.delivery.set(delivery.clone());
         if let Some(start) = self.start.lock().take() {
             let _ = start.send(delivery);
         }
@@ -167,23 +156,12 @@ impl Broker for RedisBroker {
         if let Err(err) = &subs.link {
             return Box::pin(future::ready(Err(err.clone())));
         }
-        let mut receiver = match subs.topics.get_mut(topic) {
-            Some(interest) => {
-                interest.touched = Instant::now();
-                match &interest.state {
-                    State::Active => return Box::pin(future::ready(Ok(()))),
-                    State::Pending(sender) => sender.subscribe(),
-                }
-            }
+        let mut receiver = match subs.topics.get(topic) {
+            Some(State::Active) => return Box::pin(future::ready(Ok(()))),
+            Some(State::Pending(sender)) => sender.subscribe(),
             None => {
                 let (sender, receiver) = watch::channel(None);
-                subs.topics.insert(
-                    topic.to_owned(),
-                    Interest {
-                        state: State::Pending(sender),
-                        touched: Instant::now(),
-                    },
-                );
+                subs.topics.insert(topic.to_owned(), State::Pending(sender));
                 if self.commands.send(Command::Subscribe(topic.to_owned())).is_err() {
                     subs.topics.remove(topic);
                     return Box::pin(future::ready(Err(self.shared.error("the broker task has stopped"))));
@@ -201,21 +179,13 @@ impl Broker for RedisBroker {
         })
     }
 
-    /// The hub calls this when a topic's last local subscriber left. The hub's bookkeeping and this
-    /// call are not one atomic step: another subscriber may have arrived (and found the Redis
-    /// subscription still there) in between. So an unsubscribe shortly after a subscribe checks the
-    /// hub and keeps the subscription if the topic has local subscribers again.
+    /// The hub calls this when a topic's last local subscriber left, in the same step (under the
+    /// topic's lock): a later join of the topic calls `subscribe` after this, never before.
     fn unsubscribe(&self, topic: &str) {
         let mut subs = self.shared.subs.lock();
-        let Some(interest) = subs.topics.get(topic) else { return };
-        if interest.touched.elapsed() < RECENT {
-            let delivery = self.shared.delivery.get();
-            if delivery.is_some_and(|d| d.has_topic(topic)) {
-                return;
-            }
+        if subs.topics.remove(topic).is_some() {
+            let _ = self.commands.send(Command::Unsubscribe(topic.to_owned()));
         }
-        subs.topics.remove(topic);
-        let _ = self.commands.send(Command::Unsubscribe(topic.to_owned()));
     }
 }
 
@@ -305,7 +275,7 @@ impl Shared {
     /// report the error). Active topics stay, to be restored.
     fn link_down(&self, err: BrokerError) {
         let mut subs = self.subs.lock();
-        subs.topics.retain(|_, interest| match &interest.state {
+        subs.topics.retain(|_, state| match state {
             State::Active => true,
             State::Pending(waiters) => {
                 let _ = waiters.send(Some(Err(err.clone())));
@@ -338,7 +308,7 @@ async fn run(
         let outcome = match connected {
             Ok(pubsub) => {
                 let (mut sink, stream) = pubsub.split();
-                match restore(&shared, &delivery, &mut sink).await {
+                match restore(&shared, &mut sink).await {
                     Ok(restored) => {
                         if restored > 0 {
                             tracing::info!(url = %shared.url, restored, "redis broker reconnected");
@@ -377,20 +347,10 @@ async fn run(
     }
 }
 
-/// Subscribes a new connection to every topic the node has local interest in; then the link is up.
-async fn restore(shared: &Shared, delivery: &Delivery, sink: &mut PubSubSink) -> Result<usize, BrokerError> {
-    let topics: Vec<String> = {
-        let mut subs = shared.subs.lock();
-        // The hub's topics are read under the subscriptions' lock, so an unsubscribe from the hub
-        // either happened before (the topic is not in the hub) or waits and then removes it.
-        for topic in delivery.topics() {
-            subs.topics.entry(topic).or_insert_with(|| Interest {
-                state: State::Active,
-                touched: Instant::now(),
-            });
-        }
-        subs.topics.keys().cloned().collect()
-    };
+/// Subscribes a new connection to every topic the node wants (the subscriptions' state is the
+/// hub's: every topic with local subscribers is in it); then the link is up.
+async fn restore(shared: &Shared, sink: &mut PubSubSink) -> Result<usize, BrokerError> {
+    let topics: Vec<String> = shared.subs.lock().topics.keys().cloned().collect();
     for chunk in topics.chunks(BATCH) {
         let requests = chunk.iter().map(|topic| {
             let mut sink = sink.clone();
@@ -406,12 +366,7 @@ async fn restore(shared: &Shared, delivery: &Delivery, sink: &mut PubSubSink) ->
     }
     let mut subs = shared.subs.lock();
     for topic in &topics {
-        if let Some(interest) = subs.topics.get_mut(topic) {
-            if let State::Pending(waiters) = &interest.state {
-                let _ = waiters.send(Some(Ok(())));
-                interest.state = State::Active;
-            }
-        }
+        confirm(&mut subs, topic);
     }
     subs.link = Ok(());
     Ok(topics.len())
@@ -468,13 +423,7 @@ async fn apply(shared: &Shared, sink: &mut PubSubSink, batch: Vec<Command>) -> R
         for command in batch {
             match command {
                 Command::Subscribe(topic) => {
-                    if matches!(
-                        subs.topics.get(&topic),
-                        Some(Interest {
-                            state: State::Pending(_),
-                            ..
-                        })
-                    ) {
+                    if matches!(subs.topics.get(&topic), Some(State::Pending(_))) {
                         requests.push((true, format!("{CHANNEL_PREFIX}{topic}")));
                         subscribed.push(topic);
                     }
@@ -510,14 +459,19 @@ async fn apply(shared: &Shared, sink: &mut PubSubSink, batch: Vec<Command>) -> R
     }
     let mut subs = shared.subs.lock();
     for topic in subscribed {
-        if let Some(interest) = subs.topics.get_mut(&topic) {
-            if let State::Pending(waiters) = &interest.state {
-                let _ = waiters.send(Some(Ok(())));
-                interest.state = State::Active;
-            }
-        }
+        confirm(&mut subs, &topic);
     }
     Ok(())
+}
+
+/// Redis confirmed `topic`: its waiters learn it, and it is active.
+fn confirm(subs: &mut Subscriptions, topic: &str) {
+    if let Some(state) = subs.topics.get_mut(topic) {
+        if let State::Pending(waiters) = state {
+            let _ = waiters.send(Some(Ok(())));
+        }
+        *state = State::Active;
+    }
 }
 
 /// A short, lowercase cause for an error from the redis crate.

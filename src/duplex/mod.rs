@@ -1,21 +1,33 @@
 //! Bidirectional channels (Pulse's channels): a named line between the server and one connected
 //! client, where both sides `on`, `emit` and `request` with a timeout, and either side closes.
 //!
-//! Handlers run when an event or request arrives: sync handlers inline, in arrival order;
-//! async handlers in a task of their own, so a handler may itself `request` something from the
-//! client without holding up the connection (replies are routed straight to the waiting request).
+//! * [`Duplex`] (this file): the server's end of one channel;
+//! * `handlers.rs`: the `on` handlers and the dispatch of events and requests to them;
+//! * `pending.rs`: requests waiting for their reply.
+//!
+//! The last two are shared with the client's end (`client::ClientChannel`), so both sides of the
+//! wire behave the same. Handlers run when an event or request arrives: sync handlers inline, in
+//! arrival order; async handlers in a task of their own, so a handler may itself `request`
+//! something from the other side without holding up the connection (replies are routed straight
+//! to the waiting request).
 
-use crate::connection::Connection;
-use crate::handlers::{self, EventHandler, HandlerOutput, Handlers, Remover};
-use parking_lot::Mutex;
+mod handlers;
+mod pending;
+
+pub(crate) use handlers::{EventHandler, Handlers};
+pub use handlers::{HandlerOutput, Remover};
+pub(crate) use pending::{Pending, Unanswered, Waiter};
+
+use crate::protocol::{text, DuplexMessage};
+use crate::session::Connection;
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// Why a channel operation failed (the seeds' `ChannelClosed` and `ChannelTimeout`, plus the
 /// other side's error reply).
@@ -50,58 +62,28 @@ struct Inner {
     connection: Connection,
     closed: AtomicBool,
     handlers: Arc<Handlers>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>,
-    next_id: AtomicU64,
+    pending: Pending<DuplexError>,
     closed_notify: Notify,
 }
 
-static LIVE: AtomicU64 = AtomicU64::new(0);
-
 impl Drop for Inner {
     fn drop(&mut self) {
-        LIVE.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Channels alive in this process (for leak checks and metrics).
-pub fn live_channels() -> u64 {
-    LIVE.load(Ordering::Relaxed)
-}
-
-#[derive(Serialize)]
-struct Wire<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    channel: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    event: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-}
-
-impl Wire<'_> {
-    fn send(&self, connection: &Connection) -> bool {
-        serde_json::to_string(self).is_ok_and(|text| connection.ws().send_text(text).is_ok())
+        let counters = &self.connection.node().inner.counters;
+        counters.duplex_channels.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl Duplex {
     pub(crate) fn new(id: String, connection: Connection) -> Self {
-        LIVE.fetch_add(1, Ordering::Relaxed);
+        let counters = &connection.node().inner.counters;
+        counters.duplex_channels.fetch_add(1, Ordering::Relaxed);
         Self {
             inner: Arc::new(Inner {
                 id,
                 connection,
                 closed: AtomicBool::new(false),
                 handlers: Arc::default(),
-                pending: Mutex::new(HashMap::new()),
-                next_id: AtomicU64::new(1),
+                pending: Pending::default(),
                 closed_notify: Notify::new(),
             }),
         }
@@ -112,14 +94,20 @@ impl Duplex {
         &self.inner.id
     }
 
-    /// The connection (session) this channel belongs to.
+    /// The connection this channel belongs to.
     pub fn connection(&self) -> &Connection {
         &self.inner.connection
     }
 
-    /// The id of the connection (session).
-    pub fn session_id(&self) -> u64 {
+    /// The id of the connection this channel belongs to ([`Connection::id`]).
+    pub fn connection_id(&self) -> u64 {
         self.inner.connection.id()
+    }
+
+    /// The id of the connection this channel belongs to.
+    #[deprecated(note = "the same number as `connection_id`, which names it as the rest of the API does")]
+    pub fn session_id(&self) -> u64 {
+        self.connection_id()
     }
 
     /// The path the connection was opened on.
@@ -132,9 +120,13 @@ impl Duplex {
         self.inner.closed.load(Ordering::Acquire)
     }
 
+    fn closed_error(&self) -> DuplexError {
+        DuplexError::Closed(self.inner.id.clone())
+    }
+
     fn check_open(&self) -> Result<(), DuplexError> {
         if self.is_closed() {
-            Err(DuplexError::Closed(self.inner.id.clone()))
+            Err(self.closed_error())
         } else {
             Ok(())
         }
@@ -165,23 +157,25 @@ impl Duplex {
         self.add_handler(event, EventHandler::from_sync(handler))
     }
 
+    /// Queues a message to the client; false if the connection is closed.
+    fn send(&self, message: DuplexMessage) -> bool {
+        self.inner.connection.ws().send_text(message.encode()).is_ok()
+    }
+
     /// Sends a fire-and-forget event to the client.
     pub fn emit(&self, event: &str, payload: impl Serialize) -> Result<(), DuplexError> {
         self.check_open()?;
         let payload = serde_json::to_value(payload).map_err(|e| DuplexError::Remote(e.to_string()))?;
-        let wire = Wire {
-            kind: "emit",
-            channel: &self.inner.id,
-            event: Some(event),
-            payload: Some(&payload),
+        let message = DuplexMessage::Emit {
+            channel: self.inner.id.clone(),
+            event: event.to_owned(),
+            payload,
             id: None,
-            error: None,
-            reason: None,
         };
-        if wire.send(&self.inner.connection) {
+        if self.send(message) {
             Ok(())
         } else {
-            Err(DuplexError::Closed(self.inner.id.clone()))
+            Err(self.closed_error())
         }
     }
 
@@ -189,40 +183,27 @@ impl Duplex {
     pub async fn request(&self, event: &str, payload: impl Serialize, timeout: Duration) -> Result<Value, DuplexError> {
         self.check_open()?;
         let payload = serde_json::to_value(payload).map_err(|e| DuplexError::Remote(e.to_string()))?;
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.inner.pending.lock().insert(id, tx);
-        // close() may have run between check_open and insert: it drained `pending` before we added.
-        if self.is_closed() {
-            self.inner.pending.lock().remove(&id);
-            return Err(DuplexError::Closed(self.inner.id.clone()));
-        }
-        let wire_id = Value::from(id);
-        let wire = Wire {
-            kind: "request",
-            channel: &self.inner.id,
-            event: Some(event),
-            payload: Some(&payload),
-            id: Some(&wire_id),
-            error: None,
-            reason: None,
+        let deadline = Instant::now() + timeout;
+        let waiter = self.inner.pending.register().ok_or_else(|| self.closed_error())?;
+        let id = waiter.id;
+        let message = DuplexMessage::Request {
+            channel: self.inner.id.clone(),
+            event: event.to_owned(),
+            payload,
+            id: Value::from(id),
         };
-        if !wire.send(&self.inner.connection) {
-            self.inner.pending.lock().remove(&id);
-            return Err(DuplexError::Closed(self.inner.id.clone()));
+        if !self.send(message) {
+            self.inner.pending.forget(id);
+            return Err(self.closed_error());
         }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(text))) => Err(DuplexError::Remote(text)),
-            Ok(Err(_)) => Err(DuplexError::Closed(self.inner.id.clone())),
-            Err(_) => {
-                self.inner.pending.lock().remove(&id);
-                Err(DuplexError::Timeout {
-                    channel: self.inner.id.clone(),
-                    event: event.to_owned(),
-                    timeout,
-                })
-            }
+        match self.inner.pending.wait(waiter, deadline).await {
+            Ok(answer) => answer,
+            Err(Unanswered::Dropped) => Err(self.closed_error()),
+            Err(Unanswered::TimedOut) => Err(DuplexError::Timeout {
+                channel: self.inner.id.clone(),
+                event: event.to_owned(),
+                timeout,
+            }),
         }
     }
 
@@ -234,16 +215,10 @@ impl Duplex {
     /// Closes with a reason the client sees.
     pub fn close_with(&self, reason: &str) {
         if self.shut() {
-            let wire = Wire {
-                kind: "close",
-                channel: &self.inner.id,
-                event: None,
-                payload: None,
-                id: None,
-                error: None,
-                reason: Some(reason),
-            };
-            wire.send(&self.inner.connection);
+            self.send(DuplexMessage::Close {
+                channel: self.inner.id.clone(),
+                reason: Some(reason.to_owned()),
+            });
         }
     }
 
@@ -264,7 +239,7 @@ impl Duplex {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return false;
         }
-        self.inner.pending.lock().clear();
+        self.inner.pending.close(|| self.closed_error());
         self.inner.handlers.clear();
         self.inner.connection.forget_channel(&self.inner.id);
         self.inner.closed_notify.notify_waiters();
@@ -273,60 +248,31 @@ impl Duplex {
 
     /// An event from the client: run its handlers (no reply).
     pub(crate) fn dispatch_event(&self, event: &str, payload: Value) {
-        let handlers = self.inner.handlers.of(event);
-        if handlers.is_empty() {
-            tracing::debug!(channel = %self.inner.id, event, "event without handler dropped");
-            return;
-        }
-        let channel = self.inner.id.clone();
-        let event = event.to_owned();
-        handlers::run(handlers, payload, move |reply| {
-            if let Err(err) = reply {
-                tracing::warn!(%channel, %event, %err, "event handler failed");
-            }
-        });
+        self.inner.handlers.dispatch_event(&self.inner.id, event, payload);
     }
 
     /// A request from the client: run its handlers and reply with the first value, or an error.
     pub(crate) fn dispatch_request(&self, event: &str, payload: Value, id: Value) {
-        let handlers = self.inner.handlers.of(event);
-        if handlers.is_empty() {
-            let error = format!("No handler for event '{event}' on channel '{}'", self.inner.id);
-            self.send_reply(&id, Err(error));
-            return;
-        }
         let channel = self.clone();
-        handlers::run(handlers, payload, move |reply| {
-            channel.send_reply(&id, reply.map(|value| value.unwrap_or(Value::Null)));
-        });
+        let no_handler = || text::no_handler(event, Some(&self.inner.id));
+        self.inner
+            .handlers
+            .dispatch_request(event, payload, no_handler, move |answer| channel.send_reply(id, answer));
     }
 
     /// A reply from the client to one of our requests.
     pub(crate) fn resolve(&self, id: &Value, reply: Result<Value, String>) {
-        let waiter = id.as_u64().and_then(|id| self.inner.pending.lock().remove(&id));
-        match waiter {
-            Some(waiter) => {
-                let _ = waiter.send(reply);
-            }
-            None => tracing::debug!(channel = %self.inner.id, %id, "reply to no pending request (late or unknown)"),
+        if !self.inner.pending.resolve(id, reply.map_err(DuplexError::Remote)) {
+            tracing::debug!(channel = %self.inner.id, %id, "reply to no pending request (late or unknown)");
         }
     }
 
-    pub(crate) fn send_reply(&self, id: &Value, reply: Result<Value, String>) {
-        let (payload, error) = match &reply {
-            Ok(value) => (Some(value), None),
-            Err(text) => (None, Some(text.as_str())),
-        };
-        let wire = Wire {
-            kind: "reply",
-            channel: &self.inner.id,
-            event: None,
-            payload,
-            id: Some(id),
-            error,
-            reason: None,
-        };
-        wire.send(&self.inner.connection);
+    pub(crate) fn send_reply(&self, id: Value, outcome: Result<Value, String>) {
+        self.send(DuplexMessage::Reply {
+            channel: self.inner.id.clone(),
+            id,
+            outcome,
+        });
     }
 }
 
@@ -334,7 +280,7 @@ impl std::fmt::Debug for Duplex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Duplex")
             .field("id", &self.inner.id)
-            .field("session", &self.session_id())
+            .field("connection", &self.connection_id())
             .field("closed", &self.is_closed())
             .finish()
     }

@@ -1,19 +1,28 @@
-//! `Node`: one Switchboard server process — its channels and actions, its hub of local
-//! subscribers, and the broker it publishes through.
+//! `Node`: one Switchboard server — the channels, actions and routes it serves, its [`Hub`] of
+//! local subscribers, and the broker it publishes through.
+//!
+//! The node owns joining and leaving topics ([`Node::join`], [`Node::leave`]): sessions only
+//! translate protocol messages into these calls, and brokers only move bytes. The HTTP endpoints
+//! beside the WebSocket — `/_broadcast` (`broadcast.rs`) and `/metrics` (`metrics.rs`) — read the
+//! same node.
 
-use crate::action::ActionDef;
+mod broadcast;
+mod hub;
+mod metrics;
+
+pub(crate) use hub::Hub;
+
 use crate::broker::{Broker, BrokerError, Delivery, MemoryBroker};
-use crate::channel::{topic, ChannelDef};
-use crate::hub::Hub;
-use crate::router::{Authorizer, ConnectHook, RouteDef};
+use crate::protocol::ServerMessage;
+use crate::router::{topic, ActionDef, Authorizer, ChannelDef, ConnectHook, RouteDef};
 use crate::session::Session;
-use crate::ws::{self, Text};
-use crate::{protocol, Router};
+use crate::ws::{self, Text, WebSocket};
+use crate::Router;
 use axum::routing::MethodRouter;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 /// Why a broadcast failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,15 +65,19 @@ pub(crate) struct BroadcastAccess {
     pub token: Option<String>,
 }
 
-/// Counters, read by `/metrics`.
+/// This node's counters, read by `/metrics` (per node: two nodes in one process count apart).
 #[derive(Default)]
 pub(crate) struct Counters {
     pub connections: AtomicU64,
     pub publications: AtomicU64,
     pub publish_failures: AtomicU64,
+    /// Connections closed (1008) because they did not read.
+    pub slow_consumers: AtomicU64,
+    /// Bidirectional channels open on this node's connections.
+    pub duplex_channels: AtomicU64,
 }
 
-pub(crate) struct NodeShared {
+pub(crate) struct NodeInner {
     pub channels: HashMap<String, Arc<ChannelDef>>,
     pub actions: HashMap<String, Arc<ActionDef>>,
     pub routes: HashMap<String, Arc<RouteDef>>,
@@ -90,7 +103,7 @@ pub(crate) struct NodeShared {
 /// ```
 #[derive(Clone)]
 pub struct Node {
-    pub(crate) shared: Arc<NodeShared>,
+    pub(crate) inner: Arc<NodeInner>,
 }
 
 /// Configures a [`Node`].
@@ -139,7 +152,7 @@ impl NodeBuilder {
         }
         let actions = self.router.actions.into_iter().map(|a| (a.name.clone(), a)).collect();
         let routes = self.router.routes.into_iter().map(|r| (r.name.clone(), r)).collect();
-        let shared = Arc::new(NodeShared {
+        let inner = Arc::new(NodeInner {
             channels,
             actions,
             routes,
@@ -151,11 +164,11 @@ impl NodeBuilder {
             broadcast_access: self.broadcast_access,
             counters: Counters::default(),
         });
-        for def in shared.channels.values() {
-            let _ = def.node.set(Arc::downgrade(&shared));
+        for def in inner.channels.values() {
+            let _ = def.node.set(Arc::downgrade(&inner));
         }
-        shared.broker.start(Delivery::new(hub));
-        Node { shared }
+        inner.broker.start(Delivery::new(hub));
+        Node { inner }
     }
 }
 
@@ -178,24 +191,19 @@ impl Node {
         }
     }
 
-    pub(crate) fn from_shared(shared: Arc<NodeShared>) -> Self {
-        Self { shared }
-    }
-
-    #[allow(dead_code)]
-    pub(crate) fn downgrade(&self) -> Weak<NodeShared> {
-        Arc::downgrade(&self.shared)
+    pub(crate) fn from_inner(inner: Arc<NodeInner>) -> Self {
+        Self { inner }
     }
 
     /// The WebSocket endpoint speaking the Switchboard (SocketAPI-compatible) protocol.
     pub fn endpoint<S: Clone + Send + Sync + 'static>(&self) -> MethodRouter<S> {
         let node = self.clone();
-        ws::endpoint(move |_| Session::new(node.clone()), self.shared.ws_config.clone())
+        ws::endpoint(move |_| Session::new(node.clone()), self.inner.ws_config.clone())
     }
 
     /// `POST /_broadcast`: broadcasts from other processes (see PROTOCOL.md).
     pub fn broadcast_endpoint<S: Clone + Send + Sync + 'static>(&self) -> MethodRouter<S> {
-        crate::broadcast::endpoint(self.clone())
+        broadcast::endpoint(self.clone())
     }
 
     /// The SocketAPI layout: the WebSocket at `/`, `POST /_broadcast`, and `GET /metrics`.
@@ -208,14 +216,14 @@ impl Node {
 
     /// `GET /metrics`: the node's counters in Prometheus' text format.
     pub fn metrics_endpoint<S: Clone + Send + Sync + 'static>(&self) -> MethodRouter<S> {
-        crate::metrics::endpoint(self.clone())
+        metrics::endpoint(self.clone())
     }
 
     /// Broadcasts on `channel` with untyped parameters (validated against the channel's type),
     /// as `/_broadcast` does.
     pub async fn broadcast(&self, channel: &str, params: Value) -> Result<(), PublishError> {
         let def = self
-            .shared
+            .inner
             .channels
             .get(channel)
             .ok_or_else(|| PublishError::NotFound(channel.to_owned()))?;
@@ -232,15 +240,32 @@ impl Node {
         self.publish_data(channel, &prepared.key, &data).await
     }
 
+    /// Bidirectional channels open on this node's connections (for leak checks; also in `/metrics`).
+    pub fn duplex_channels(&self) -> u64 {
+        self.inner.counters.duplex_channels.load(Ordering::Relaxed)
+    }
+
     /// Encodes a publication once and hands it to the broker.
     pub(crate) async fn publish_data(&self, channel: &str, key: &str, data: &Value) -> Result<(), PublishError> {
-        let message = Text::from(protocol::data(channel, data));
-        let result = self.shared.broker.publish(&topic(channel, key), message).await;
-        let counters = &self.shared.counters;
+        let message = Text::from(ServerMessage::data_envelope(channel, data).encode());
+        let result = self.inner.broker.publish(&topic(channel, key), message).await;
+        let counters = &self.inner.counters;
         match result {
             Ok(()) => counters.publications.fetch_add(1, Ordering::Relaxed),
             Err(_) => counters.publish_failures.fetch_add(1, Ordering::Relaxed),
         };
         result.map_err(Into::into)
+    }
+
+    /// Adds `ws` to `topic`'s subscribers once the broker carries the topic's publications, and
+    /// queues `ack` to it in the same step, so the client sees the acknowledgement before any
+    /// publication. See [`Hub::join`] for how joins and leaves of one topic are serialised.
+    pub(crate) async fn join(&self, topic: &str, ws: &WebSocket, ack: Text) -> Result<(), BrokerError> {
+        self.inner.hub.join(topic, ws, ack, &*self.inner.broker).await
+    }
+
+    /// Removes `ws` from `topic`'s subscribers; the broker drops the topic with its last one.
+    pub(crate) fn leave(&self, topic: &str, ws: &WebSocket) {
+        self.inner.hub.leave(topic, ws.id(), &*self.inner.broker);
     }
 }

@@ -1,20 +1,21 @@
 //! `ClientChannel`: the client's end of a bidirectional channel, the mirror of the server's
 //! [`Duplex`](crate::Duplex): `on`/`on_sync` handlers, `emit`, `request` with a timeout, `close`.
+//! Its handlers and its table of pending requests are the server's own (`crate::duplex`).
 
-use super::shared::Shared;
+use super::state::ClientState;
 use super::ClientError;
-pub use crate::handlers::Remover;
-use crate::handlers::{self, EventHandler, HandlerOutput, Handlers};
+pub use crate::duplex::Remover;
+use crate::duplex::{EventHandler, HandlerOutput, Handlers, Pending, Unanswered};
+use crate::protocol::{text, ClientMessage, DuplexMessage};
 use crate::ws::WebSocket;
 use parking_lot::Mutex;
 use serde::Serialize;
-use serde_json::{json, Value};
-use std::collections::HashMap;
+use serde_json::Value;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// Where a channel is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,16 +47,15 @@ struct Inner {
     /// The open parameters (client-opened channels, re-sent on re-open); `None` if the server
     /// opened the channel.
     params: Option<Value>,
-    client: Weak<Shared>,
+    client: Weak<ClientState>,
     state: watch::Sender<ChannelState>,
     close_reason: Mutex<Option<String>>,
     handlers: Arc<Handlers>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, ClientError>>>>,
-    next_id: AtomicU64,
+    pending: Pending<ClientError>,
 }
 
 impl ClientChannel {
-    pub(crate) fn new(name: String, params: Option<Value>, client: Weak<Shared>, state: ChannelState) -> Self {
+    pub(crate) fn new(name: String, params: Option<Value>, client: Weak<ClientState>, state: ChannelState) -> Self {
         Self {
             inner: Arc::new(Inner {
                 name,
@@ -64,8 +64,7 @@ impl ClientChannel {
                 state: watch::channel(state).0,
                 close_reason: Mutex::new(None),
                 handlers: Arc::default(),
-                pending: Mutex::new(HashMap::new()),
-                next_id: AtomicU64::new(1),
+                pending: Pending::default(),
             }),
         }
     }
@@ -154,7 +153,7 @@ impl ClientChannel {
     }
 
     /// Checks the channel may send now.
-    fn check_open(&self) -> Result<Arc<Shared>, ClientError> {
+    fn check_open(&self) -> Result<Arc<ClientState>, ClientError> {
         match self.state() {
             ChannelState::Open => self.inner.client.upgrade().ok_or_else(|| self.closed_error()),
             ChannelState::Closed => Err(self.closed_error()),
@@ -193,7 +192,12 @@ impl ClientChannel {
     pub fn emit(&self, event: &str, payload: impl Serialize) -> Result<(), ClientError> {
         let client = self.check_open()?;
         let payload = serde_json::to_value(payload).map_err(|e| ClientError::Encode(e.to_string()))?;
-        client.send(&json!({ "type": "emit", "channel": self.inner.name, "event": event, "payload": payload }))
+        client.send(&ClientMessage::Duplex(DuplexMessage::Emit {
+            channel: self.inner.name.clone(),
+            event: event.to_owned(),
+            payload,
+            id: None,
+        }))
     }
 
     /// Sends a request to the server and waits for its reply, at most `timeout`.
@@ -204,31 +208,32 @@ impl ClientChannel {
     pub async fn request(&self, event: &str, payload: impl Serialize, timeout: Duration) -> Result<Value, ClientError> {
         let client = self.check_open()?;
         let payload = serde_json::to_value(payload).map_err(|e| ClientError::Encode(e.to_string()))?;
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.inner.pending.lock().insert(id, tx);
-        // A close or a disconnect between check_open and insert drained `pending` before we added.
+        let deadline = Instant::now() + timeout;
+        let waiter = self.inner.pending.register().ok_or_else(|| self.closed_error())?;
+        let id = waiter.id;
+        // A disconnect between check_open and register failed the waiters before this one.
         if !self.is_open() {
-            self.inner.pending.lock().remove(&id);
+            self.inner.pending.forget(id);
             return Err(self.check_open().err().unwrap_or_else(|| self.closed_error()));
         }
-        let message =
-            json!({ "type": "request", "channel": self.inner.name, "event": event, "payload": payload, "id": id });
+        let message = ClientMessage::Duplex(DuplexMessage::Request {
+            channel: self.inner.name.clone(),
+            event: event.to_owned(),
+            payload,
+            id: Value::from(id),
+        });
         if let Err(err) = client.send(&message) {
-            self.inner.pending.lock().remove(&id);
+            self.inner.pending.forget(id);
             return Err(err);
         }
         drop(client);
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(self.closed_error()),
-            Err(_) => {
-                self.inner.pending.lock().remove(&id);
-                Err(ClientError::Timeout {
-                    what: format!("request '{event}' on channel '{}'", self.inner.name),
-                    timeout,
-                })
-            }
+        match self.inner.pending.wait(waiter, deadline).await {
+            Ok(answer) => answer,
+            Err(Unanswered::Dropped) => Err(self.closed_error()),
+            Err(Unanswered::TimedOut) => Err(ClientError::Timeout {
+                what: format!("request '{event}' on channel '{}'", self.inner.name),
+                timeout,
+            }),
         }
     }
 
@@ -243,7 +248,10 @@ impl ClientChannel {
         if self.shut(self.closed_error(), reason) {
             if let Some(client) = self.inner.client.upgrade() {
                 client.forget_channel(self);
-                let _ = client.send(&json!({ "type": "close", "channel": self.inner.name, "reason": reason }));
+                let _ = client.send(&ClientMessage::Duplex(DuplexMessage::Close {
+                    channel: self.inner.name.clone(),
+                    reason: Some(reason.to_owned()),
+                }));
             }
         }
     }
@@ -264,9 +272,7 @@ impl ClientChannel {
             ClientError::Disconnected => ClientError::Disconnected,
             _ => self.closed_error(),
         };
-        for (_, waiter) in self.inner.pending.lock().drain() {
-            let _ = waiter.send(Err(error.clone()));
-        }
+        self.inner.pending.close(|| error.clone());
         self.inner.handlers.clear();
         true
     }
@@ -275,69 +281,40 @@ impl ClientChannel {
     /// re-opened.
     pub(crate) fn disconnected(&self) {
         self.set_state(ChannelState::Reopening);
-        for (_, waiter) in self.inner.pending.lock().drain() {
-            let _ = waiter.send(Err(ClientError::Disconnected));
-        }
+        self.inner.pending.fail_all(|| ClientError::Disconnected);
     }
 
     /// A reply from the server to one of our requests.
-    pub(crate) fn resolve(&self, id: Option<&Value>, reply: Result<Value, String>) {
-        let waiter = id
-            .and_then(Value::as_u64)
-            .and_then(|id| self.inner.pending.lock().remove(&id));
-        match waiter {
-            Some(waiter) => {
-                let _ = waiter.send(reply.map_err(ClientError::Remote));
-            }
-            None => tracing::debug!(channel = %self.inner.name, ?id, "reply to no pending request (late or unknown)"),
+    pub(crate) fn resolve(&self, id: &Value, reply: Result<Value, String>) {
+        if !self.inner.pending.resolve(id, reply.map_err(ClientError::Remote)) {
+            tracing::debug!(channel = %self.inner.name, %id, "reply to no pending request (late or unknown)");
         }
     }
 
     /// An event from the server: run its handlers (no reply).
     pub(crate) fn dispatch_event(&self, event: &str, payload: Value) {
-        let handlers = self.inner.handlers.of(event);
-        if handlers.is_empty() {
-            tracing::debug!(channel = %self.inner.name, event, "event without handler dropped");
-            return;
-        }
-        let channel = self.inner.name.clone();
-        let event = event.to_owned();
-        handlers::run(handlers, payload, move |reply| {
-            if let Err(err) = reply {
-                tracing::warn!(%channel, %event, %err, "event handler failed");
-            }
-        });
+        self.inner.handlers.dispatch_event(&self.inner.name, event, payload);
     }
 
     /// A request from the server: run its handlers and reply on the connection it came on (a
     /// reply computed after a reconnect is not sent: the request belonged to the old connection).
     pub(crate) fn dispatch_request(&self, ws: &WebSocket, event: &str, payload: Value, id: Value) {
-        let handlers = self.inner.handlers.of(event);
-        if handlers.is_empty() {
-            send_reply(
-                ws,
-                &self.inner.name,
-                &id,
-                Err(format!("No handler for event '{event}'")),
-            );
-            return;
-        }
         let ws = ws.clone();
         let channel = self.inner.name.clone();
-        handlers::run(handlers, payload, move |reply| {
-            send_reply(&ws, &channel, &id, reply.map(|value| value.unwrap_or(Value::Null)));
-        });
+        let no_handler = || text::no_handler(event, None);
+        self.inner
+            .handlers
+            .dispatch_request(event, payload, no_handler, move |outcome| {
+                send_reply(&ws, channel, id, outcome)
+            });
     }
 }
 
-/// `{"type":"reply",...}` with the payload or the error.
-pub(crate) fn send_reply(ws: &WebSocket, channel: &str, id: &Value, reply: Result<Value, String>) {
-    let message = match reply {
-        Ok(payload) => json!({ "type": "reply", "channel": channel, "id": id, "payload": payload }),
-        Err(error) => json!({ "type": "reply", "channel": channel, "id": id, "error": error }),
-    };
+/// Answers a request of the server on `ws`.
+pub(crate) fn send_reply(ws: &WebSocket, channel: String, id: Value, outcome: Result<Value, String>) {
+    let reply = ClientMessage::Duplex(DuplexMessage::Reply { channel, id, outcome });
     // A connection that ended has nobody left to answer.
-    let _ = ws.send_text(message.to_string());
+    let _ = ws.send_text(reply.encode());
 }
 
 impl std::fmt::Debug for ClientChannel {

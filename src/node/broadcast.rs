@@ -5,7 +5,7 @@
 //! an optional bearer token is required when configured. Every failure is a 4xx/503 with a JSON
 //! `{"error": TEXT}`; nothing a client sends produces a 500.
 
-use crate::node::{BroadcastAccess, Node, PublishError};
+use super::{BroadcastAccess, Node, PublishError};
 use crate::protocol::text;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
@@ -34,7 +34,7 @@ async fn handle(node: Node, request: Request) -> Response {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ci| ci.0.ip());
-    let access = &node.shared.broadcast_access;
+    let access = &node.inner.broadcast_access;
     if !peer.is_some_and(|ip| host_allowed(access, ip)) {
         tracing::warn!(?peer, "broadcast refused: client address not allowed");
         return error(

@@ -1,10 +1,17 @@
-//! `Router`: channels and actions grouped in a module, mounted together on a node (SocketAPI's
-//! `Router` / `include_router`).
+//! Declaring what a node serves: pub/sub channels (`channel.rs`) with typed parameters
+//! (`params.rs`), actions (`action.rs`), and routes for bidirectional channels, grouped in a
+//! [`Router`] and mounted together on a node (SocketAPI's `Router` / `include_router`).
 
-use crate::action::ActionDef;
-use crate::channel::{Channel, ChannelDef, ChannelRef};
-use crate::connection::Connection;
+mod action;
+mod channel;
+mod params;
+
+pub(crate) use action::ActionDef;
+pub(crate) use channel::{topic, ChannelDef};
+pub use channel::{Channel, ChannelRef};
+
 use crate::duplex::Duplex;
+use crate::session::Connection;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;

@@ -1,16 +1,27 @@
-//! Brokers carry publications between nodes. The in-memory broker (the default) serves one
-//! process; `broker_redis` shares channels between nodes through Redis pub/sub.
+//! Brokers carry publications between nodes. The in-memory broker (`memory.rs`, the default)
+//! serves one process; the Redis broker (`redis.rs`, cargo feature `redis`) shares channels
+//! between nodes through Redis pub/sub.
 //!
 //! A broker moves *encoded* publications: the node serializes a publication once, and every node
-//! hands the same bytes to all its subscribers. A new broker (NATS, say) is one file implementing
-//! [`Broker`]: publish bytes on a subject, subscribe to a subject when the node's hub asks, and hand
-//! what arrives to [`Delivery::deliver`].
+//! hands the same bytes to all its subscribers. A broker keeps no subscriber bookkeeping of its
+//! own: the node's hub decides when a topic is wanted, and calls [`Broker::subscribe`] and
+//! [`Broker::unsubscribe`] for one topic in order, never two at once. A new broker (NATS, say) is
+//! one file implementing [`Broker`]: publish bytes on a subject, subscribe to a subject when the
+//! node asks, and hand what arrives to [`Delivery::deliver`].
 
-use crate::hub::Hub;
+mod memory;
+#[cfg(feature = "redis")]
+mod redis;
+
+pub use memory::MemoryBroker;
+#[cfg(feature = "redis")]
+pub use redis::RedisBroker;
+
+use crate::node::Hub;
 use crate::ws::Text;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// Why a broker could not publish or subscribe.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -40,14 +51,9 @@ impl Delivery {
         }
     }
 
-    /// True if this node has local interest in `topic` (one shard lookup, no copy).
-    pub fn has_topic(&self, topic: &str) -> bool {
-        self.hub.has_topic(topic)
-    }
-
-    /// The topics this node has local subscribers for (to restore subscriptions after a reconnect).
-    pub fn topics(&self) -> Vec<String> {
-        self.hub.topics()
+    /// Delivers a publication already known to be text (the in-process path).
+    pub(crate) fn deliver_text(&self, topic: &str, message: &Text) -> usize {
+        self.hub.deliver(topic, message)
     }
 }
 
@@ -61,40 +67,13 @@ pub trait Broker: Send + Sync + 'static {
     fn publish(&self, topic: &str, message: Text) -> BoxFuture<'static, Result<(), BrokerError>>;
 
     /// This node wants `topic`'s publications. Idempotent; the future completes when they flow.
+    ///
+    /// The call itself must not block: the node makes it while it holds the topic's lock (so that
+    /// one topic's subscribe and unsubscribe calls reach the broker in order). Register the
+    /// interest and queue the work in the call; wait in the returned future.
     fn subscribe(&self, topic: &str) -> BoxFuture<'static, Result<(), BrokerError>>;
 
-    /// This node no longer has subscribers for `topic`.
+    /// This node no longer has subscribers for `topic`. Must not block (called under the topic's
+    /// lock, like [`subscribe`](Self::subscribe)).
     fn unsubscribe(&self, topic: &str);
-}
-
-/// The default broker: delivers in-process, nothing to configure.
-#[derive(Default)]
-pub struct MemoryBroker {
-    delivery: OnceLock<Delivery>,
-}
-
-impl MemoryBroker {
-    /// A new in-memory broker.
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-impl Broker for MemoryBroker {
-    fn start(&self, delivery: Delivery) {
-        let _ = self.delivery.set(delivery);
-    }
-
-    fn publish(&self, topic: &str, message: Text) -> BoxFuture<'static, Result<(), BrokerError>> {
-        if let Some(delivery) = self.delivery.get() {
-            delivery.hub.deliver(topic, &message);
-        }
-        Box::pin(std::future::ready(Ok(())))
-    }
-
-    fn subscribe(&self, _topic: &str) -> BoxFuture<'static, Result<(), BrokerError>> {
-        Box::pin(std::future::ready(Ok(())))
-    }
-
-    fn unsubscribe(&self, _topic: &str) {}
 }

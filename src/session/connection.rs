@@ -1,7 +1,9 @@
-//! `Connection`: what server code sees of one client connection — its identity, its handshake,
-//! and the bidirectional channels open on it.
+//! `Connection`: what server code sees of one client connection — its id, its handshake, and
+//! the bidirectional channels open on it.
 
 use crate::duplex::{Duplex, DuplexError};
+use crate::node::Node;
+use crate::protocol::{text, ServerMessage};
 use crate::ws::{Handshake, WebSocket};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -15,6 +17,7 @@ pub struct Connection {
 
 struct Inner {
     ws: WebSocket,
+    node: Node,
     /// Open channels by id. A channel leaves this map when it closes, which also breaks the
     /// channel → connection → channel reference cycle.
     /// `None` once the connection has ended: a channel registered after that would never be
@@ -23,16 +26,17 @@ struct Inner {
 }
 
 impl Connection {
-    pub(crate) fn new(ws: WebSocket) -> Self {
+    pub(crate) fn new(ws: WebSocket, node: Node) -> Self {
         Self {
             inner: Arc::new(Inner {
                 ws,
+                node,
                 channels: Mutex::new(Some(HashMap::new())),
             }),
         }
     }
 
-    /// The connection's (session's) id, unique in this process.
+    /// The connection id: unique in this process, the same number as [`WebSocket::id`].
     pub fn id(&self) -> u64 {
         self.inner.ws.id()
     }
@@ -51,15 +55,22 @@ impl Connection {
         &self.inner.ws
     }
 
+    pub(crate) fn node(&self) -> &Node {
+        &self.inner.node
+    }
+
     /// Opens a channel from the server side, with `id` or a generated UUID, and announces it to
     /// the client (`{"type":"opened","channel":ID}`).
     pub fn open_channel(&self, id: Option<&str>) -> Result<Duplex, DuplexError> {
         let id = id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
         let channel = self
             .register(&id)
-            .ok_or_else(|| DuplexError::Remote(format!("Channel '{id}' is already open.")))?;
-        let announce = serde_json::json!({ "type": "opened", "channel": id }).to_string();
-        if self.inner.ws.send_text(announce).is_err() {
+            .ok_or_else(|| DuplexError::Remote(text::already_open(&id)))?;
+        let announce = ServerMessage::Opened {
+            channel: id.clone(),
+            id: None,
+        };
+        if self.inner.ws.send_text(announce.encode()).is_err() {
             channel.shut();
             return Err(DuplexError::Closed(id));
         }

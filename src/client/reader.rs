@@ -1,0 +1,124 @@
+//! `Reader`: the [`Handler`] of one client connection. It reads the server's messages into the
+//! client's state: answers to calls, publications, and the messages of bidirectional channels.
+
+use super::duplex::{send_reply, ChannelState, ClientChannel};
+use super::state::ClientState;
+use super::ConnectionState;
+use crate::protocol::{text, DuplexMessage, ServerMessage};
+use crate::ws::{CloseFrame, Handler, Text, WebSocket};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Reads one connection's messages into the client's state.
+pub(crate) struct Reader {
+    shared: Arc<ClientState>,
+}
+
+impl Reader {
+    pub fn new(shared: Arc<ClientState>) -> Self {
+        Self { shared }
+    }
+
+    fn handle(&self, ws: &WebSocket, message: ServerMessage) {
+        let shared = &self.shared;
+        match message {
+            ServerMessage::Data { channel, data } => shared.publish(&channel, &data),
+            ServerMessage::Subscribed { id, .. } | ServerMessage::Unsubscribed { id, .. } => {
+                shared.resolve(id.as_ref(), Ok(Value::Null));
+            }
+            ServerMessage::Action { data, id, .. } => {
+                shared.resolve(id.as_ref(), Ok(data.unwrap_or(Value::Null)));
+            }
+            ServerMessage::Error { channel, message, id } => {
+                if !shared.resolve(id.as_ref(), Err(message.clone())) {
+                    tracing::warn!(?channel, ?id, %message, "server error that answers no request");
+                }
+            }
+            ServerMessage::Opened { channel, id } => self.opened(channel, id),
+            ServerMessage::Duplex(message) => self.duplex(ws, message),
+        }
+    }
+
+    /// A message on a bidirectional channel.
+    fn duplex(&self, ws: &WebSocket, message: DuplexMessage) {
+        let shared = &self.shared;
+        let Some(channel) = shared.channels.lock().get(message.channel()).cloned() else {
+            match message {
+                DuplexMessage::Request { channel, id, .. } => {
+                    let error = text::not_open(&channel);
+                    send_reply(ws, channel, id, Err(error));
+                }
+                other => tracing::debug!(channel = other.channel(), "message for a channel that is not open"),
+            }
+            return;
+        };
+        match message {
+            DuplexMessage::Emit { event, payload, .. } => channel.dispatch_event(&event, payload),
+            DuplexMessage::Request { event, payload, id, .. } => channel.dispatch_request(ws, &event, payload, id),
+            DuplexMessage::Reply { id, outcome, .. } => channel.resolve(&id, outcome),
+            DuplexMessage::Close { channel: name, reason } => {
+                let reason = reason.unwrap_or_else(|| "closed by server".to_owned());
+                tracing::debug!(channel = %name, %reason, "channel closed by the server");
+                channel.shut(super::ClientError::Closed(name), &reason);
+                shared.forget_channel(&channel);
+            }
+        }
+    }
+
+    /// `opened`: the answer to our `open` (with its id), or a channel the server opened itself.
+    fn opened(&self, name: String, id: Option<Value>) {
+        let shared = &self.shared;
+        if id.is_some() {
+            if let Some(channel) = shared.channels.lock().get(&name) {
+                if matches!(channel.state(), ChannelState::Opening | ChannelState::Reopening) {
+                    channel.set_state(ChannelState::Open);
+                }
+            }
+            shared.resolve(id.as_ref(), Ok(Value::Null));
+            return;
+        }
+        let channel = ClientChannel::new(name.clone(), None, Arc::downgrade(shared), ChannelState::Open);
+        {
+            let mut channels = shared.channels.lock();
+            if channels.get(&name).is_some_and(|c| !c.is_closed()) {
+                return tracing::warn!(channel = %name, "server announced a channel that is already open here");
+            }
+            channels.insert(name, channel.clone());
+        }
+        // Callbacks run here, on the connection's task, so handlers they register see every
+        // message that follows the announcement.
+        let callbacks = shared.on_channel.lock().clone();
+        if callbacks.is_empty() {
+            shared.backlog.lock().push(channel);
+        } else {
+            for callback in callbacks {
+                callback(channel.clone());
+            }
+        }
+    }
+}
+
+impl Handler for Reader {
+    async fn on_open(&mut self, ws: &WebSocket) {
+        if self.shared.is_shutting_down() {
+            let _ = ws.close(1000, "client closed");
+            return;
+        }
+        *self.shared.ws.lock() = Some(ws.clone());
+        self.shared.restore();
+        self.shared.state.send_replace(ConnectionState::Open);
+    }
+
+    async fn on_message(&mut self, ws: &WebSocket, text: Text) {
+        match ServerMessage::parse(&text) {
+            Ok(message) => self.handle(ws, message),
+            Err(error) => tracing::debug!(%text, %error, "server message ignored"),
+        }
+    }
+
+    async fn on_close(&mut self, ws: &WebSocket, close: CloseFrame) {
+        tracing::debug!(code = close.code, reason = %close.reason, "client connection ended");
+        let reconnecting = self.shared.config.reconnect && !self.shared.is_shutting_down();
+        self.shared.on_disconnect(ws, reconnecting);
+    }
+}

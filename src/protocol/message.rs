@@ -1,0 +1,432 @@
+//! The typed messages: what a client sends ([`ClientMessage`]), what the server sends
+//! ([`ServerMessage`]), and the messages of a bidirectional channel, which go both ways
+//! ([`DuplexMessage`]). Each encodes through [`Envelope`]; each is parsed back by the side that
+//! receives it.
+
+use super::envelope::{borrowed, Envelope};
+use super::text;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+/// A message from a client.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ClientMessage {
+    /// Join a pub/sub channel; `data` holds the subscribe-time parameters.
+    Subscribe {
+        channel: String,
+        data: Option<Value>,
+        id: Option<Value>,
+    },
+    /// Leave one subscription (with its parameters in `data`) or all of a channel.
+    Unsubscribe {
+        channel: String,
+        data: Option<Value>,
+        id: Option<Value>,
+    },
+    /// Call an action with the parameters in `data`.
+    Action {
+        channel: String,
+        data: Option<Value>,
+        id: Option<Value>,
+    },
+    /// Open a bidirectional channel through the route `channel`.
+    Open {
+        channel: String,
+        data: Option<Value>,
+        id: Option<Value>,
+    },
+    /// A message on an open bidirectional channel.
+    Duplex(DuplexMessage),
+}
+
+/// A message of a bidirectional channel, in either direction.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum DuplexMessage {
+    /// A fire-and-forget event. `id` only labels an error reply (e.g. the channel is not open).
+    Emit {
+        channel: String,
+        event: String,
+        payload: Value,
+        id: Option<Value>,
+    },
+    /// A request; the other side answers with a [`DuplexMessage::Reply`] carrying the same `id`.
+    Request {
+        channel: String,
+        event: String,
+        payload: Value,
+        id: Value,
+    },
+    /// The answer to a request: its payload, or an error text.
+    Reply {
+        channel: String,
+        id: Value,
+        outcome: Result<Value, String>,
+    },
+    /// The channel is closed by the side that sends this.
+    Close { channel: String, reason: Option<String> },
+}
+
+/// The only status of an `action` reply (SocketAPI's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ActionStatus {
+    Completed,
+}
+
+/// A message from the server.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ServerMessage {
+    /// The subscription is live: every later publication on it is delivered.
+    Subscribed { channel: String, id: Option<Value> },
+    /// The answer to `unsubscribe` (sent even when there was no such subscription).
+    Unsubscribed { channel: String, id: Option<Value> },
+    /// A publication (or a channel's `default_response`).
+    Data { channel: String, data: Value },
+    /// An action's result; `data` is absent when the action returned nothing.
+    Action {
+        channel: String,
+        status: ActionStatus,
+        data: Option<Value>,
+        id: Option<Value>,
+    },
+    /// A refusal or a failure, with the channel and id of the message it answers when known.
+    Error {
+        channel: Option<String>,
+        message: String,
+        id: Option<Value>,
+    },
+    /// A bidirectional channel is open: the answer to `open` (with its id), or opened by the
+    /// server itself (without).
+    Opened { channel: String, id: Option<Value> },
+    /// A message on an open bidirectional channel.
+    Duplex(DuplexMessage),
+}
+
+/// A client message that could not be read; [`ParseError::into_reply`] is the error to send back.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ParseError {
+    pub message: String,
+    pub channel: Option<String>,
+    pub id: Option<Value>,
+}
+
+impl ParseError {
+    fn new(message: impl Into<String>, channel: Option<String>, id: Option<Value>) -> Self {
+        Self {
+            message: message.into(),
+            channel,
+            id,
+        }
+    }
+
+    /// The `error` message that answers the unreadable one.
+    pub fn into_reply(self) -> ServerMessage {
+        ServerMessage::Error {
+            channel: self.channel,
+            message: self.message,
+            id: self.id,
+        }
+    }
+}
+
+impl ClientMessage {
+    /// Reads a client message, with SocketAPI's checks in SocketAPI's order: a JSON object, then a
+    /// `type` (a falsy one is "required", any other non-string one is unknown), then a `channel`
+    /// (for every type), then the type itself. A `null` id is no id.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let Ok(Value::Object(mut object)) = serde_json::from_str::<Value>(text) else {
+            return Err(ParseError::new(text::NOT_AN_OBJECT, None, None));
+        };
+        let id = object.remove("id").filter(|id| !id.is_null());
+        let kind = match object.remove("type") {
+            Some(Value::String(kind)) => kind,
+            Some(other) if truthy(&other) => other.to_string(),
+            _ => String::new(),
+        };
+        if kind.is_empty() {
+            return Err(ParseError::new(text::TYPE_REQUIRED, None, id));
+        }
+        let Some(channel) = take_string(&mut object, "channel") else {
+            return Err(ParseError::new(text::CHANNEL_REQUIRED, None, id));
+        };
+        let data = object.remove("data");
+        Ok(match kind.as_str() {
+            "subscribe" => ClientMessage::Subscribe { channel, data, id },
+            "unsubscribe" => ClientMessage::Unsubscribe { channel, data, id },
+            "action" => ClientMessage::Action { channel, data, id },
+            "open" => ClientMessage::Open { channel, data, id },
+            "emit" | "request" => {
+                let Some(event) = take_string(&mut object, "event") else {
+                    return Err(ParseError::new(text::EVENT_REQUIRED, Some(channel), id));
+                };
+                let payload = object.remove("payload").unwrap_or(Value::Null);
+                ClientMessage::Duplex(if kind == "emit" {
+                    DuplexMessage::Emit {
+                        channel,
+                        event,
+                        payload,
+                        id,
+                    }
+                } else {
+                    DuplexMessage::Request {
+                        channel,
+                        event,
+                        payload,
+                        id: id.unwrap_or(Value::Null),
+                    }
+                })
+            }
+            "reply" => {
+                // An empty error text is still an error.
+                let outcome = match object.remove("error") {
+                    Some(Value::String(error)) => Err(error),
+                    _ => Ok(object.remove("payload").unwrap_or(Value::Null)),
+                };
+                ClientMessage::Duplex(DuplexMessage::Reply {
+                    channel,
+                    id: id.unwrap_or(Value::Null),
+                    outcome,
+                })
+            }
+            "close" => ClientMessage::Duplex(DuplexMessage::Close {
+                channel,
+                reason: take_string(&mut object, "reason"),
+            }),
+            other => return Err(ParseError::new(text::unknown_type(other), Some(channel), id)),
+        })
+    }
+
+    /// Labels the message with `id` (a call's answer carries it back).
+    pub fn set_id(&mut self, new: Value) {
+        match self {
+            ClientMessage::Subscribe { id, .. }
+            | ClientMessage::Unsubscribe { id, .. }
+            | ClientMessage::Action { id, .. }
+            | ClientMessage::Open { id, .. }
+            | ClientMessage::Duplex(DuplexMessage::Emit { id, .. }) => *id = Some(new),
+            ClientMessage::Duplex(DuplexMessage::Request { id, .. } | DuplexMessage::Reply { id, .. }) => *id = new,
+            ClientMessage::Duplex(DuplexMessage::Close { .. }) => {}
+        }
+    }
+
+    /// The message as its envelope (borrowing from it).
+    pub fn envelope(&self) -> Envelope<'_> {
+        match self {
+            ClientMessage::Subscribe { channel, data, id } => call("subscribe", channel, data.as_ref(), id.as_ref()),
+            ClientMessage::Unsubscribe { channel, data, id } => {
+                call("unsubscribe", channel, data.as_ref(), id.as_ref())
+            }
+            ClientMessage::Action { channel, data, id } => call("action", channel, data.as_ref(), id.as_ref()),
+            ClientMessage::Open { channel, data, id } => call("open", channel, data.as_ref(), id.as_ref()),
+            ClientMessage::Duplex(message) => message.envelope(),
+        }
+    }
+
+    /// The JSON text to send.
+    pub fn encode(&self) -> String {
+        self.envelope().encode()
+    }
+}
+
+/// `{"type":KIND,"channel":…,"data":…,"id":…}`: the shape of every call of a client, and of the
+/// answers to them.
+fn call<'a>(kind: &'a str, channel: &'a str, data: Option<&'a Value>, id: Option<&'a Value>) -> Envelope<'a> {
+    Envelope {
+        channel: Some(Cow::Borrowed(channel)),
+        data: data.map(Cow::Borrowed),
+        id: id.map(Cow::Borrowed),
+        ..Envelope::new(kind)
+    }
+}
+
+impl DuplexMessage {
+    /// The channel the message is on.
+    pub fn channel(&self) -> &str {
+        match self {
+            DuplexMessage::Emit { channel, .. }
+            | DuplexMessage::Request { channel, .. }
+            | DuplexMessage::Reply { channel, .. }
+            | DuplexMessage::Close { channel, .. } => channel,
+        }
+    }
+
+    /// The message as its envelope (borrowing from it).
+    pub fn envelope(&self) -> Envelope<'_> {
+        match self {
+            DuplexMessage::Emit {
+                channel,
+                event,
+                payload,
+                id,
+            } => Envelope {
+                channel: Some(Cow::Borrowed(channel)),
+                event: Some(Cow::Borrowed(event)),
+                payload: Some(Cow::Borrowed(payload)),
+                id: id.as_ref().map(Cow::Borrowed),
+                ..Envelope::new("emit")
+            },
+            DuplexMessage::Request {
+                channel,
+                event,
+                payload,
+                id,
+            } => Envelope {
+                channel: Some(Cow::Borrowed(channel)),
+                event: Some(Cow::Borrowed(event)),
+                payload: Some(Cow::Borrowed(payload)),
+                id: Some(Cow::Borrowed(id)),
+                ..Envelope::new("request")
+            },
+            DuplexMessage::Reply { channel, id, outcome } => Envelope {
+                channel: Some(Cow::Borrowed(channel)),
+                payload: outcome.as_ref().ok().map(Cow::Borrowed),
+                error: outcome.as_ref().err().map(|e| Cow::Borrowed(e.as_str())),
+                id: Some(Cow::Borrowed(id)),
+                ..Envelope::new("reply")
+            },
+            DuplexMessage::Close { channel, reason } => Envelope {
+                channel: Some(Cow::Borrowed(channel)),
+                reason: borrowed(reason.as_deref()),
+                ..Envelope::new("close")
+            },
+        }
+    }
+
+    /// The JSON text to send.
+    pub fn encode(&self) -> String {
+        self.envelope().encode()
+    }
+
+    /// The duplex message of an envelope of type `emit`, `request`, `reply` or `close`.
+    fn from_envelope(envelope: Envelope<'static>) -> Result<Self, String> {
+        let channel = envelope.channel.map(Cow::into_owned).unwrap_or_default();
+        let payload = envelope.payload.map(Cow::into_owned).unwrap_or(Value::Null);
+        let id = envelope.id.map(Cow::into_owned);
+        let event = envelope.event.map(Cow::into_owned).unwrap_or_default();
+        Ok(match envelope.kind.as_ref() {
+            "emit" => DuplexMessage::Emit {
+                channel,
+                event,
+                payload,
+                id,
+            },
+            "request" => DuplexMessage::Request {
+                channel,
+                event,
+                payload,
+                id: id.unwrap_or(Value::Null),
+            },
+            "reply" => DuplexMessage::Reply {
+                channel,
+                id: id.unwrap_or(Value::Null),
+                outcome: match envelope.error {
+                    Some(error) => Err(error.into_owned()),
+                    None => Ok(payload),
+                },
+            },
+            "close" => DuplexMessage::Close {
+                channel,
+                reason: envelope.reason.map(Cow::into_owned),
+            },
+            other => return Err(format!("unknown message type '{other}'")),
+        })
+    }
+}
+
+impl ServerMessage {
+    /// `{"type":"data","channel":…,"data":…}` borrowing the publication's data: a publication is
+    /// encoded once, straight from the caller's value.
+    pub fn data_envelope<'a>(channel: &'a str, data: &'a Value) -> Envelope<'a> {
+        Envelope {
+            channel: Some(Cow::Borrowed(channel)),
+            data: Some(Cow::Borrowed(data)),
+            ..Envelope::new("data")
+        }
+    }
+
+    /// The message as its envelope (borrowing from it).
+    pub fn envelope(&self) -> Envelope<'_> {
+        match self {
+            ServerMessage::Subscribed { channel, id } => call("subscribed", channel, None, id.as_ref()),
+            ServerMessage::Unsubscribed { channel, id } => call("unsubscribed", channel, None, id.as_ref()),
+            ServerMessage::Opened { channel, id } => call("opened", channel, None, id.as_ref()),
+            ServerMessage::Data { channel, data } => Self::data_envelope(channel, data),
+            ServerMessage::Action {
+                channel,
+                status: ActionStatus::Completed,
+                data,
+                id,
+            } => Envelope {
+                status: Some(Cow::Borrowed("completed")),
+                data: data.as_ref().map(Cow::Borrowed),
+                ..call("action", channel, None, id.as_ref())
+            },
+            ServerMessage::Error { channel, message, id } => Envelope {
+                channel: borrowed(channel.as_deref()),
+                message: Some(Cow::Borrowed(message)),
+                id: id.as_ref().map(Cow::Borrowed),
+                ..Envelope::new("error")
+            },
+            ServerMessage::Duplex(message) => message.envelope(),
+        }
+    }
+
+    /// The JSON text to send.
+    pub fn encode(&self) -> String {
+        self.envelope().encode()
+    }
+
+    /// Reads a server message (the client's side). Unknown types and malformed messages are an
+    /// error naming what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let envelope: Envelope<'static> =
+            serde_json::from_str(text).map_err(|err| format!("not a server message: {err}"))?;
+        let channel = envelope.channel.clone().map(Cow::into_owned);
+        let id = envelope.id.clone().map(Cow::into_owned);
+        let named = || {
+            channel
+                .clone()
+                .ok_or_else(|| format!("'{}' without a channel", envelope.kind))
+        };
+        Ok(match envelope.kind.as_ref() {
+            "subscribed" => ServerMessage::Subscribed { channel: named()?, id },
+            "unsubscribed" => ServerMessage::Unsubscribed { channel: named()?, id },
+            "opened" => ServerMessage::Opened { channel: named()?, id },
+            "data" => ServerMessage::Data {
+                channel: named()?,
+                data: envelope.data.map(Cow::into_owned).unwrap_or(Value::Null),
+            },
+            "action" => ServerMessage::Action {
+                channel: named()?,
+                status: ActionStatus::Completed,
+                data: envelope.data.map(Cow::into_owned),
+                id,
+            },
+            "error" => ServerMessage::Error {
+                channel,
+                message: envelope.message.map(Cow::into_owned).unwrap_or_default(),
+                id,
+            },
+            _ => ServerMessage::Duplex(DuplexMessage::from_envelope(envelope)?),
+        })
+    }
+}
+
+/// SocketAPI's (Python's) truthiness, for `type`.
+fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// A non-empty string field.
+fn take_string(object: &mut Map<String, Value>, key: &str) -> Option<String> {
+    match object.remove(key) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s),
+        _ => None,
+    }
+}

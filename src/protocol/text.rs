@@ -1,0 +1,51 @@
+//! The error texts of the protocol. SocketAPI's are kept word for word: clients match on them.
+
+/// `type` missing, empty, `false`, `0` or `null`.
+pub const TYPE_REQUIRED: &str = "Message type is required.";
+/// `channel` missing or empty.
+pub const CHANNEL_REQUIRED: &str = "Channel is required.";
+/// The text is not a JSON object.
+pub const NOT_AN_OBJECT: &str = "Invalid message: expected a JSON object.";
+/// A binary frame came where JSON text was expected.
+pub const BINARY_UNSUPPORTED: &str = "Binary messages are not supported: send JSON text.";
+/// An `emit` or `request` without an `event`.
+pub const EVENT_REQUIRED: &str = "Event is required.";
+/// The reply of the authorization hook to a request it denies.
+pub const DENIED: &str = "Denied";
+
+pub fn unknown_type(kind: &str) -> String {
+    format!("Unknown message type: {kind}.")
+}
+
+pub fn channel_not_found(channel: &str) -> String {
+    format!("Channel '{channel}' not found.")
+}
+
+pub fn action_not_found(action: &str) -> String {
+    format!("Action '{action}' not found.")
+}
+
+/// SocketAPI names the action in this text for channels too.
+pub fn invalid_params(name: &str) -> String {
+    format!("Invalid parameters for action '{name}'")
+}
+
+pub fn not_open(channel: &str) -> String {
+    format!("Channel '{channel}' is not open.")
+}
+
+pub fn already_open(channel: &str) -> String {
+    format!("Channel '{channel}' is already open.")
+}
+
+pub fn closed_while_opening(channel: &str) -> String {
+    format!("Channel '{channel}' was closed while opening.")
+}
+
+/// A request for an event without handler, as the server words it (the client omits the channel).
+pub fn no_handler(event: &str, channel: Option<&str>) -> String {
+    match channel {
+        Some(channel) => format!("No handler for event '{event}' on channel '{channel}'"),
+        None => format!("No handler for event '{event}'"),
+    }
+}

@@ -1,0 +1,329 @@
+//! A session: one client connection speaking the Switchboard protocol. It translates protocol
+//! messages into calls on the node — join and leave topics, call actions, open bidirectional
+//! channels — and the answers back into protocol messages; it keeps only what belongs to this one
+//! connection (its topics, and its [`Connection`] with its bidirectional channels).
+
+mod connection;
+
+pub use connection::Connection;
+
+use crate::duplex::Duplex;
+use crate::node::Node;
+use crate::protocol::{text, ActionStatus, ClientMessage, DuplexMessage, ServerMessage};
+use crate::router::{Access, ChannelDef};
+use crate::ws::{CloseFrame, Handler, Text, WebSocket};
+use serde_json::Value;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+pub(crate) struct Session {
+    node: Node,
+    /// The connection's bidirectional channels: set when it opens if an `on_connect` hook
+    /// wants it, else when the client opens its first channel.
+    connection: Option<Connection>,
+    /// Topics this connection subscribes to: a few per connection, so a vector sized exactly
+    /// (24 bytes per topic) rather than a hash set (~120 bytes for the first one).
+    topics: Vec<String>,
+}
+
+impl Session {
+    pub fn new(node: Node) -> Self {
+        Self {
+            node,
+            connection: None,
+            topics: Vec::new(),
+        }
+    }
+
+    async fn handle(&mut self, ws: &WebSocket, message: ClientMessage) {
+        match message {
+            ClientMessage::Subscribe { channel, data, id } => self.subscribe(ws, channel, data, id).await,
+            ClientMessage::Unsubscribe { channel, data, id } => self.unsubscribe(ws, channel, data, id),
+            ClientMessage::Action { channel, data, id } => self.action(ws, channel, data, id).await,
+            ClientMessage::Open { channel, data, id } => self.open(ws, channel, data, id),
+            ClientMessage::Duplex(message) => self.duplex(ws, message),
+        }
+    }
+
+    async fn subscribe(&mut self, ws: &WebSocket, name: String, data: Option<Value>, id: Option<Value>) {
+        let Some(def) = self.node.inner.channels.get(&name).cloned() else {
+            return reply(ws, error(text::channel_not_found(&name), name, id));
+        };
+        let prepared = match def
+            .subscribe_params(data.as_ref())
+            .and_then(|params| def.prepare(params))
+        {
+            Ok(prepared) => prepared,
+            Err(_) => return reply(ws, error(text::invalid_params(&name), name, id)),
+        };
+        // SocketAPI calls the channel function on subscribe: its error rejects the subscription.
+        let initial = match prepared.data.await {
+            Ok(initial) => initial,
+            Err(message) => return reply(ws, error(message, name, id)),
+        };
+        let topic = def.topic(&prepared.key);
+        let subscribed = ServerMessage::Subscribed {
+            channel: name.clone(),
+            id: id.clone(),
+        };
+        if self.topics.contains(&topic) {
+            // Already subscribed: answer as before, without asking the broker again (which, if
+            // it were down, would report an error for a subscription that stays in place).
+            reply(ws, subscribed);
+        } else {
+            if let Err(err) = self.node.join(&topic, ws, Text::from(subscribed.encode())).await {
+                return reply(ws, error(err.to_string(), name, id));
+            }
+            self.topics.reserve_exact(1);
+            self.topics.push(topic);
+        }
+        if def.default_response {
+            reply(
+                ws,
+                ServerMessage::Data {
+                    channel: name,
+                    data: initial,
+                },
+            );
+        }
+    }
+
+    /// Like SocketAPI, unsubscribing from a channel one is not subscribed to (or that does not
+    /// exist) is still answered `unsubscribed`.
+    fn unsubscribe(&mut self, ws: &WebSocket, name: String, data: Option<Value>, id: Option<Value>) {
+        if let Some(def) = self.node.inner.channels.get(&name).cloned() {
+            // With the subscribe-time parameters, leave that one subscription; without, all of the channel.
+            let key = def
+                .subscribe_params(data.as_ref())
+                .ok()
+                .and_then(|params| def.prepare(params).ok())
+                .map(|p| p.key);
+            let without_params = match &data {
+                None | Some(Value::Null) => true,
+                Some(Value::Object(given)) => given.is_empty(),
+                Some(_) => false,
+            };
+            let topics: Vec<String> = match key {
+                Some(key) if !def.required.is_empty() => vec![def.topic(&key)],
+                // Parameters given but not valid name no subscription: leave nothing.
+                None if !def.required.is_empty() && !without_params => Vec::new(),
+                _ => self.topics.iter().filter(|t| belongs_to(t, &def)).cloned().collect(),
+            };
+            for topic in topics {
+                if let Some(at) = self.topics.iter().position(|t| *t == topic) {
+                    self.topics.swap_remove(at);
+                    self.node.leave(&topic, ws);
+                }
+            }
+        }
+        reply(ws, ServerMessage::Unsubscribed { channel: name, id });
+    }
+
+    async fn action(&mut self, ws: &WebSocket, name: String, data: Option<Value>, id: Option<Value>) {
+        let Some(def) = self.node.inner.actions.get(&name).cloned() else {
+            return reply(ws, error(text::action_not_found(&name), name, id));
+        };
+        // SocketAPI calls the action with `**data`: anything but an object is invalid (serde would
+        // otherwise read an array as the fields in order).
+        let call = match data {
+            Some(Value::Array(_) | Value::Bool(_) | Value::Number(_) | Value::String(_)) => None,
+            data => def.call(data).ok(),
+        };
+        let Some(call) = call else {
+            return reply(ws, error(text::invalid_params(&name), name, id));
+        };
+        match call.await {
+            Ok(result) => reply(
+                ws,
+                ServerMessage::Action {
+                    channel: name,
+                    status: ActionStatus::Completed,
+                    data: (!result.is_null()).then_some(result),
+                    id,
+                },
+            ),
+            Err(message) => reply(ws, error(message, name, id)),
+        }
+    }
+
+    fn channel(&self, name: &str) -> Option<Duplex> {
+        self.connection.as_ref().and_then(|c| c.channel(name))
+    }
+
+    /// The connection's [`Connection`], made on first use.
+    fn connection(&mut self, ws: &WebSocket) -> &Connection {
+        let node = &self.node;
+        self.connection
+            .get_or_insert_with(|| Connection::new(ws.clone(), node.clone()))
+    }
+
+    /// A client opens a bidirectional channel by route name.
+    fn open(&mut self, ws: &WebSocket, name: String, data: Option<Value>, id: Option<Value>) {
+        let Some(route) = self.node.inner.routes.get(&name).cloned() else {
+            return reply(ws, error(text::channel_not_found(&name), name, id));
+        };
+        let Some(channel) = self.connection(ws).register(&name) else {
+            return reply(ws, error(text::already_open(&name), name, id));
+        };
+        let ws = ws.clone();
+        let params = data.unwrap_or(Value::Object(Default::default()));
+        // The route may itself talk to the client (even `request`), so it runs beside the
+        // connection's reader rather than in it.
+        tokio::spawn(async move {
+            let message = match (route.accept)(channel.clone(), params).await {
+                Ok(()) if !channel.is_closed() => ServerMessage::Opened { channel: name, id },
+                Ok(()) => error(text::closed_while_opening(&name), name, id),
+                Err(text) => {
+                    channel.shut();
+                    error(text, name, id)
+                }
+            };
+            reply(&ws, message);
+        });
+    }
+
+    /// A message of a bidirectional channel from the client.
+    fn duplex(&mut self, ws: &WebSocket, message: DuplexMessage) {
+        let channel = self.channel(message.channel());
+        match message {
+            DuplexMessage::Reply { id, outcome, .. } => {
+                if let Some(channel) = channel {
+                    channel.resolve(&id, outcome);
+                }
+            }
+            DuplexMessage::Close { channel: name, reason } => {
+                if let Some(channel) = channel {
+                    tracing::debug!(channel = name, ?reason, "channel closed by client");
+                    channel.shut();
+                }
+            }
+            DuplexMessage::Emit {
+                channel: name,
+                event,
+                payload,
+                id,
+            } => {
+                let Some(channel) = channel else {
+                    return reply(ws, error(text::not_open(&name), name, id));
+                };
+                if self.allowed(&channel, &event, &payload, false) {
+                    channel.dispatch_event(&event, payload);
+                }
+            }
+            DuplexMessage::Request {
+                channel: name,
+                event,
+                payload,
+                id,
+            } => {
+                let Some(channel) = channel else {
+                    let outcome = Err(text::not_open(&name));
+                    return reply(
+                        ws,
+                        ServerMessage::Duplex(DuplexMessage::Reply {
+                            channel: name,
+                            id,
+                            outcome,
+                        }),
+                    );
+                };
+                if self.allowed(&channel, &event, &payload, true) {
+                    channel.dispatch_request(&event, payload, id);
+                } else {
+                    channel.send_reply(id, Err(text::DENIED.to_owned()));
+                }
+            }
+        }
+    }
+
+    /// Asks the authorization hooks about an inbound event or request.
+    fn allowed(&self, channel: &Duplex, event: &str, payload: &Value, is_request: bool) -> bool {
+        let access = Access {
+            connection: channel.connection(),
+            channel: channel.id(),
+            event,
+            payload,
+            is_request,
+        };
+        let allowed = self.node.inner.authorizers.iter().all(|allow| allow(&access));
+        if !allowed {
+            tracing::info!(
+                conn = channel.connection().id(),
+                channel = channel.id(),
+                event,
+                is_request,
+                "denied by the authorization hook"
+            );
+        }
+        allowed
+    }
+}
+
+fn belongs_to(topic: &str, def: &Arc<ChannelDef>) -> bool {
+    topic == def.name
+        || topic
+            .strip_prefix(def.name.as_str())
+            .is_some_and(|rest| rest.starts_with('#'))
+}
+
+/// An `error` about the named channel or action.
+fn error(message: impl Into<String>, channel: String, id: Option<Value>) -> ServerMessage {
+    ServerMessage::Error {
+        channel: Some(channel),
+        message: message.into(),
+        id,
+    }
+}
+
+fn reply(ws: &WebSocket, message: ServerMessage) {
+    // A closed connection has nobody left to tell.
+    let _ = ws.send_text(message.encode());
+}
+
+impl Handler for Session {
+    async fn on_open(&mut self, ws: &WebSocket) {
+        self.node.inner.counters.connections.fetch_add(1, Ordering::Relaxed);
+        // Made on first use when no hook needs it now: most connections only subscribe, and an
+        // idle one then carries no channel registry.
+        if !self.node.inner.on_connect.is_empty() {
+            let connection = self.connection(ws).clone();
+            for hook in &self.node.inner.on_connect {
+                tokio::spawn(hook(connection.clone()));
+            }
+        }
+    }
+
+    async fn on_message(&mut self, ws: &WebSocket, text: Text) {
+        match ClientMessage::parse(&text) {
+            Ok(message) => self.handle(ws, message).await,
+            Err(bad) => reply(ws, bad.into_reply()),
+        }
+    }
+
+    async fn on_bytes(&mut self, ws: &WebSocket, _data: bytes::Bytes) {
+        reply(
+            ws,
+            ServerMessage::Error {
+                channel: None,
+                message: text::BINARY_UNSUPPORTED.into(),
+                id: None,
+            },
+        );
+    }
+
+    async fn on_close(&mut self, ws: &WebSocket, close: CloseFrame) {
+        for topic in std::mem::take(&mut self.topics) {
+            self.node.leave(&topic, ws);
+        }
+        if let Some(connection) = self.connection.take() {
+            connection.close_all();
+        }
+        let counters = &self.node.inner.counters;
+        // The WebSocket layer cuts a peer that does not read with 1008; the session never closes
+        // with that code itself.
+        if close.code == 1008 && !close.by_peer {
+            counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        }
+        counters.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
