@@ -308,3 +308,37 @@ async fn http_broadcast_on_one_node_reaches_another() {
     assert_eq!(keyed_on_a.expect_data("notifications").await["user_id"], Value::from(3));
     on_a.expect_quiet().await;
 }
+
+/// The last local subscriber leaving while another joins the same topic: the node's unsubscribe
+/// and subscribe reach Redis in the order the hub made them, so the joiner — answered
+/// `subscribed` — always receives the next publication. (Before the node serialised joins and
+/// leaves per topic, the leave's UNSUBSCRIBE could land after the join had found the Redis
+/// subscription still active; a 2-second "recent" heuristic in the broker papered over it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_racing_the_last_leave_keeps_the_redis_subscription() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let node = TestNode::start(&redis.url()).await;
+    let (mut leaving, mut joining) = (node.client().await, node.client().await);
+    leaving.subscribe("chat", json!({})).await;
+    for round in 0..100 {
+        // Both at once, from two connections: the leave and the join race in the node.
+        leaving.send(json!({ "type": "unsubscribe", "channel": "chat" }));
+        joining.send(json!({ "type": "subscribe", "channel": "chat" }));
+        assert_eq!(leaving.recv().await["type"], "unsubscribed");
+        assert_eq!(joining.recv().await["type"], "subscribed");
+        node.chat
+            .broadcast(Chat {
+                message: format!("round {round}"),
+                seq: round,
+            })
+            .await
+            .expect("broadcast");
+        let data = joining.expect_data("chat").await;
+        assert_eq!(data["message"], format!("round {round}"), "{data}");
+        std::mem::swap(&mut leaving, &mut joining);
+    }
+    redis.wait_numsub("chat", 1).await;
+    leaving.expect_quiet().await;
+}
