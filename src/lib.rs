@@ -8,8 +8,14 @@
 //! * [`Broker`]: how nodes share channels (in-memory by default).
 //! * [`http`]: serving an axum application with upgrades, timeouts and graceful shutdown.
 //!
-//! The data path reads from the module list: socket ([`ws`]) → connection → session → hub →
-//! broker → subscribers.
+//! The data path reads from the folders:
+//!
+//! * pub/sub: socket ([`ws`]) → session (`session/`: one connection speaking the protocol of
+//!   `protocol/`) → node (`node/`: joins and leaves topics; its hub holds the local subscribers) →
+//!   broker (`broker/`: memory or Redis) → the hub of every node → subscribers' sockets;
+//! * bidirectional channels: socket → session → [`Duplex`] (`duplex/`), whose handlers and pending
+//!   requests are shared with the client's end ([`client::ClientChannel`]);
+//! * declaring what a node serves: `router/` (channels, actions, routes, parameters).
 //!
 //! ```no_run
 //! use switchboard::{Channel, Node, Router};
