@@ -4,8 +4,11 @@
 # (bench/peers/socketapi), uWebSockets.js (bench/peers/uws) and a minimal tokio-websockets server
 # (bench/loadgen/src/bin/raw_broadcast.rs). Each measurement starts its server fresh.
 #
-#   scripts/bench.sh SCENARIO [--quick]      SCENARIO: fanout | latency | channels | idle | echo | all
-#   (latency: only the fixed-rate fan-out cases, which fanout runs last)
+#   scripts/bench.sh SCENARIO [--quick]      SCENARIO: fanout | latency | channels | idle | echo | all | compare
+#   (latency: only the fixed-rate fan-out cases, which fanout runs last; compare: fan-out 1k x 64 B and
+#   idle memory, the two figures a change must not regress — run it with
+#   SERVERS="switchboard-base switchboard" BASELINE_DIR=DIR, DIR holding an older build's socketapi_docs
+#   and echo, to interleave old and new builds)
 #
 # Results: one JSON line per measurement appended to target/bench/results.jsonl (the loadgen's
 # line plus "session"), then a markdown table (medians, ratios vs Switchboard) on stdout.
@@ -19,8 +22,8 @@ cd "$ROOT"
 SCENARIO=${1:-}
 QUICK=0
 [ "${2:-}" = "--quick" ] && QUICK=1
-case "$SCENARIO" in fanout|latency|channels|idle|echo|all) ;; *)
-  echo "usage: scripts/bench.sh fanout|latency|channels|idle|echo|all [--quick]" >&2; exit 2;;
+case "$SCENARIO" in fanout|latency|channels|idle|echo|all|compare) ;; *)
+  echo "usage: scripts/bench.sh fanout|latency|channels|idle|echo|all|compare [--quick]" >&2; exit 2;;
 esac
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
@@ -75,6 +78,12 @@ start_server() {
     switchboard)
       if [ "$kind" = echo ]; then "$B/examples/echo" --bind "127.0.0.1:$PORT" >"$log" 2>&1 &
       else "$B/examples/socketapi_docs" --bind "127.0.0.1:$PORT" >"$log" 2>&1 &
+      fi
+      SRV_PID=$!; URL=ws://127.0.0.1:$PORT/ ;;
+    switchboard-base)
+      # An older build, for before/after comparisons (BASELINE_DIR: its socketapi_docs and echo).
+      if [ "$kind" = echo ]; then "${BASELINE_DIR:?set BASELINE_DIR}/echo" --bind "127.0.0.1:$PORT" >"$log" 2>&1 &
+      else "${BASELINE_DIR:?set BASELINE_DIR}/socketapi_docs" --bind "127.0.0.1:$PORT" >"$log" 2>&1 &
       fi
       SRV_PID=$!; URL=ws://127.0.0.1:$PORT/ ;;
     raw)
@@ -173,7 +182,15 @@ echo_() {
   each echo echo --conns 500 --size 16384 --secs "$secs"
 }
 
+compare() {
+  local n=$MAX_CONNS
+  [ $QUICK = 1 ] && n=2000
+  each pubsub fanout --subs 1000 --size 64 --messages 2000 --publish-secs 20 --max-secs 240
+  each pubsub idle --conns "$n" --settle-secs 3 --max-secs 240
+}
+
 case "$SCENARIO" in
+  compare) compare ;;
   fanout) fanout ;;
   latency) latency ;;
   channels) channels ;;
