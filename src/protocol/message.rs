@@ -257,25 +257,13 @@ impl DuplexMessage {
                 event,
                 payload,
                 id,
-            } => Envelope {
-                channel: Some(Cow::Borrowed(channel)),
-                event: Some(Cow::Borrowed(event)),
-                payload: Some(Cow::Borrowed(payload)),
-                id: id.as_ref().map(Cow::Borrowed),
-                ..Envelope::new("emit")
-            },
+            } => event_envelope("emit", channel, event, payload, id.as_ref()),
             DuplexMessage::Request {
                 channel,
                 event,
                 payload,
                 id,
-            } => Envelope {
-                channel: Some(Cow::Borrowed(channel)),
-                event: Some(Cow::Borrowed(event)),
-                payload: Some(Cow::Borrowed(payload)),
-                id: Some(Cow::Borrowed(id)),
-                ..Envelope::new("request")
-            },
+            } => event_envelope("request", channel, event, payload, Some(id)),
             DuplexMessage::Reply { channel, id, outcome } => Envelope {
                 channel: Some(Cow::Borrowed(channel)),
                 payload: outcome.as_ref().ok().map(Cow::Borrowed),
@@ -329,6 +317,21 @@ impl DuplexMessage {
             },
             other => return Err(format!("unknown message type '{other}'")),
         })
+    }
+}
+
+/// An `emit` or a `request`: an event with its payload, and an id.
+fn event_envelope<'a>(
+    kind: &'a str,
+    channel: &'a str,
+    event: &'a str,
+    payload: &'a Value,
+    id: Option<&'a Value>,
+) -> Envelope<'a> {
+    Envelope {
+        event: Some(Cow::Borrowed(event)),
+        payload: Some(Cow::Borrowed(payload)),
+        ..call(kind, channel, None, id)
     }
 }
 

@@ -18,6 +18,7 @@ pub(crate) struct ActionDef {
 }
 
 impl ActionDef {
+    /// The action `name` calling `func` with the validated parameters.
     pub fn new<P, F, Fut, T, E>(name: String, func: F) -> Self
     where
         P: DeserializeOwned + Send + 'static,
@@ -26,21 +27,17 @@ impl ActionDef {
         T: Serialize,
         E: Display,
     {
+        let call = move |params: Value| -> Result<BoxFuture<'static, Result<Value, String>>, InvalidParams> {
+            let fut = func(from_params(params)?);
+            Ok(async move {
+                let result = fut.await.map_err(|err| err.to_string())?;
+                serde_json::to_value(result).map_err(|e| format!("could not serialize result: {e}"))
+            }
+            .boxed())
+        };
         Self {
             name,
-            call: Box::new(move |params: Value| {
-                let params: P = from_params(params)?;
-                let fut = func(params);
-                Ok(async move {
-                    match fut.await {
-                        Ok(result) => {
-                            serde_json::to_value(result).map_err(|e| format!("could not serialize result: {e}"))
-                        }
-                        Err(err) => Err(err.to_string()),
-                    }
-                }
-                .boxed())
-            }),
+            call: Box::new(call),
         }
     }
 

@@ -184,49 +184,21 @@ impl Session {
 
     /// A message of a bidirectional channel from the client.
     fn duplex(&mut self, ws: &WebSocket, message: DuplexMessage) {
-        let channel = self.channel(message.channel());
+        let Some(channel) = self.channel(message.channel()) else {
+            return not_open(ws, message);
+        };
         match message {
-            DuplexMessage::Reply { id, outcome, .. } => {
-                if let Some(channel) = channel {
-                    channel.resolve(&id, outcome);
-                }
+            DuplexMessage::Reply { id, outcome, .. } => channel.resolve(&id, outcome),
+            DuplexMessage::Close { reason, .. } => {
+                tracing::debug!(channel = channel.id(), ?reason, "channel closed by client");
+                channel.shut();
             }
-            DuplexMessage::Close { channel: name, reason } => {
-                if let Some(channel) = channel {
-                    tracing::debug!(channel = name, ?reason, "channel closed by client");
-                    channel.shut();
-                }
-            }
-            DuplexMessage::Emit {
-                channel: name,
-                event,
-                payload,
-                id,
-            } => {
-                let Some(channel) = channel else {
-                    return reply(ws, error(text::not_open(&name), name, id));
-                };
+            DuplexMessage::Emit { event, payload, .. } => {
                 if self.allowed(&channel, &event, &payload, false) {
                     channel.dispatch_event(&event, payload);
                 }
             }
-            DuplexMessage::Request {
-                channel: name,
-                event,
-                payload,
-                id,
-            } => {
-                let Some(channel) = channel else {
-                    let outcome = Err(text::not_open(&name));
-                    return reply(
-                        ws,
-                        ServerMessage::Duplex(DuplexMessage::Reply {
-                            channel: name,
-                            id,
-                            outcome,
-                        }),
-                    );
-                };
+            DuplexMessage::Request { event, payload, id, .. } => {
                 if self.allowed(&channel, &event, &payload, true) {
                     channel.dispatch_request(&event, payload, id);
                 } else {
@@ -256,6 +228,19 @@ impl Session {
             );
         }
         allowed
+    }
+}
+
+/// A message for a channel that is not open here: an event gets an error, a request an error
+/// reply (nothing waits for a timeout); a reply or a close has nobody to reach.
+fn not_open(ws: &WebSocket, message: DuplexMessage) {
+    match message {
+        DuplexMessage::Emit { channel, id, .. } => reply(ws, error(text::not_open(&channel), channel, id)),
+        DuplexMessage::Request { channel, id, .. } => {
+            let outcome = Err(text::not_open(&channel));
+            reply(ws, ServerMessage::Duplex(DuplexMessage::Reply { channel, id, outcome }));
+        }
+        DuplexMessage::Reply { .. } | DuplexMessage::Close { .. } => {}
     }
 }
 
