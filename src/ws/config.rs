@@ -21,8 +21,7 @@ pub struct Config {
     /// Outgoing messages longer than this are sent as several frames. Default 4 MiB.
     pub max_frame_size: usize,
     /// Time allowed for a client's opening handshake (connect and the 101 response). Default 10 s.
-    /// On the server side the request head is bounded by the HTTP server: see
-    /// [`crate::http::serve_with`].
+    /// On the server side the request head is bounded by the HTTP server, not by this.
     pub handshake_timeout: Duration,
     /// Send a ping after this long without hearing from the peer. `None` disables pings.
     /// Default 30 s.

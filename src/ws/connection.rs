@@ -6,8 +6,7 @@ use super::decoder::{Decoder, Inbound, ProtocolError};
 use super::frame::{self, Role, CLOSE};
 use super::io::Io;
 use super::socket::{Outbound, Queue, Shared};
-use super::{CloseFrame, Config, Handler, Text, WebSocket};
-use crate::Shutdown;
+use super::{CloseFrame, Config, Handler, Sockets, Text, WebSocket};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -49,7 +48,7 @@ pub(crate) fn run<H: Handler>(
     ws: WebSocket,
     handler: H,
     config: Config,
-    shutdown: Option<Shutdown>,
+    sockets: Option<Sockets>,
 ) -> impl Future<Output = ()> + Send {
     let mut wire = Wire {
         io,
@@ -76,10 +75,10 @@ pub(crate) fn run<H: Handler>(
     async move {
         let opened = guarded(&ws, "on_open", handler.on_open(&ws)).await;
         let close = if opened {
-            // A server shutting down closes its connections with 1001 (the close handshake then
-            // runs as usual, bounded by close_timeout).
-            if let Some(shutdown) = &shutdown {
-                shutdown.track(&ws);
+            // The server's registry, which may close every socket at once (a server shutting down
+            // does, with 1001; the close handshake then runs as usual, bounded by close_timeout).
+            if let Some(sockets) = &sockets {
+                sockets.register(&ws);
             }
             let deadlines = deadline::Registration::new(&ws.shared, timers.shortest());
             let close = drive(&mut wire, &ws, &mut handler, &timers).await;
@@ -95,14 +94,16 @@ pub(crate) fn run<H: Handler>(
             }
         };
         tracing::debug!(conn = ws.id(), code = close.code, reason = %close.reason, by_peer = close.by_peer, "websocket closed");
-        if let Some(shutdown) = &shutdown {
-            shutdown.untrack(&ws);
-        }
         ws.mark_ended();
         // Close TCP now, not after the application's on_close.
         drop(wire);
         guarded(&ws, "on_close", handler.on_close(&ws, close)).await;
         ws.mark_finished();
+        // Counted as open until here: a server waiting for its sockets to drain waits for
+        // their handlers too.
+        if let Some(sockets) = &sockets {
+            sockets.leave(&ws);
+        }
     }
 }
 
@@ -962,7 +963,7 @@ mod task_size {
             ws,
             session,
             Config::default(),
-            Some(Shutdown::new()),
+            Some(Sockets::new()),
         );
         let size = std::mem::size_of_val(&task);
         assert!(

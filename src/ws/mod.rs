@@ -42,6 +42,7 @@ mod handler;
 mod handshake;
 mod io;
 mod socket;
+mod sockets;
 mod text;
 mod upgrade;
 
@@ -50,5 +51,6 @@ pub use config::Config;
 pub use handler::{CloseFrame, Handler};
 pub use handshake::Handshake;
 pub use socket::{slow_consumers, SendError, WebSocket};
+pub use sockets::Sockets;
 pub use text::Text;
 pub use upgrade::endpoint;
