@@ -2,10 +2,10 @@
 //! queue in batches, pings idle peers and finishes the close handshake.
 
 use super::deadline;
-use super::decoder::{Decoder, Inbound, ProtocolError};
+use super::decoder::{Decoded, Decoder, ProtocolError};
 use super::frame::{self, Role, CLOSE};
 use super::io::Io;
-use super::socket::{Outbound, Queue, Shared};
+use super::socket::{Queue, QueueItem, SocketState};
 use super::{CloseFrame, Config, Handler, Sockets, Text, WebSocket};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
@@ -80,7 +80,7 @@ pub(crate) fn run<H: Handler>(
             if let Some(sockets) = &sockets {
                 sockets.register(&ws);
             }
-            let deadlines = deadline::Registration::new(&ws.shared, timers.shortest());
+            let deadlines = deadline::Registration::new(&ws.state, timers.shortest());
             let close = drive(&mut wire, &ws, &mut handler, &timers).await;
             drop(deadlines);
             close
@@ -147,7 +147,7 @@ struct Wire {
     decoder: Option<Box<Decoder>>,
     max_message_size: usize,
     /// Messages decoded from the last read, handed to the handler one at a time.
-    inbox: VecDeque<Inbound>,
+    inbox: VecDeque<Decoded>,
     /// A protocol violation found in the last read, acted on once the inbox is empty.
     error: Option<Box<ProtocolError>>,
     /// What is left to write of the batch, in order; empty between batches.
@@ -195,7 +195,7 @@ impl Wire {
     }
 
     /// Whether a batch is still being written.
-    fn writing(&self, batch: &VecDeque<Outbound>) -> bool {
+    fn writing(&self, batch: &VecDeque<QueueItem>) -> bool {
         !batch.is_empty() || !self.out.is_empty()
     }
 
@@ -207,7 +207,7 @@ impl Wire {
         &mut self,
         cx: &mut Context<'_>,
         ws: &WebSocket,
-        batch: &mut VecDeque<Outbound>,
+        batch: &mut VecDeque<QueueItem>,
         may_close: bool,
     ) -> Poll<Event> {
         if self.writing(batch) {
@@ -215,16 +215,16 @@ impl Wire {
                 return Poll::Ready(Event::Written(result));
             }
         }
-        ws.shared.waker.register(cx.waker());
+        ws.state.waker.register(cx.waker());
         {
-            let q = ws.shared.queue.lock();
+            let q = ws.state.queue.lock();
             let can_take = !self.writing(batch) && (!q.items.is_empty() || (may_close && q.close.is_some()));
             if q.abort || can_take {
                 return Poll::Ready(Event::Queued);
             }
         }
         // The deadline sweep wakes us (through the waker registered above) once it has passed.
-        if deadline::now_ms() >= ws.shared.deadline.load(Ordering::Relaxed) {
+        if deadline::now_ms() >= ws.state.deadline.load(Ordering::Relaxed) {
             return Poll::Ready(Event::Timer);
         }
         if self.inbox.is_empty() && self.error.is_none() {
@@ -237,7 +237,12 @@ impl Wire {
 
     /// Keeps the queued sends going out while a handler runs. Ready only when writing failed or
     /// the slow-consumer policy aborted the connection.
-    fn poll_output(&mut self, cx: &mut Context<'_>, ws: &WebSocket, batch: &mut VecDeque<Outbound>) -> Poll<io::Error> {
+    fn poll_output(
+        &mut self,
+        cx: &mut Context<'_>,
+        ws: &WebSocket,
+        batch: &mut VecDeque<QueueItem>,
+    ) -> Poll<io::Error> {
         loop {
             if self.writing(batch) {
                 match self.poll_write_batch(cx, batch) {
@@ -246,8 +251,8 @@ impl Wire {
                     Poll::Pending => {}
                 }
             }
-            ws.shared.waker.register(cx.waker());
-            let mut q = ws.shared.queue.lock();
+            ws.state.waker.register(cx.waker());
+            let mut q = ws.state.queue.lock();
             if q.abort {
                 return Poll::Ready(io::Error::other("slow consumer"));
             }
@@ -264,11 +269,11 @@ impl Wire {
     /// Poll-based rather than an `async fn`: an `async` writer nests its futures in the
     /// connection's task, and their room is paid for by every idle connection. Here the state
     /// (`out`) is empty between batches.
-    async fn write_batch(&mut self, batch: &mut VecDeque<Outbound>) -> io::Result<()> {
+    async fn write_batch(&mut self, batch: &mut VecDeque<QueueItem>) -> io::Result<()> {
         poll_fn(|cx| self.poll_write_batch(cx, batch)).await
     }
 
-    fn poll_write_batch(&mut self, cx: &mut Context<'_>, batch: &mut VecDeque<Outbound>) -> Poll<io::Result<()>> {
+    fn poll_write_batch(&mut self, cx: &mut Context<'_>, batch: &mut VecDeque<QueueItem>) -> Poll<io::Result<()>> {
         loop {
             ready!(self.poll_write_out(cx))?;
             if batch.is_empty() {
@@ -282,13 +287,13 @@ impl Wire {
                 let Some(item) = batch.pop_front() else { break };
                 match item {
                     // A large frame, or the only one: written from the shared bytes, not copied.
-                    Outbound::Frame(frame)
+                    QueueItem::Frame(frame)
                         if frame.len() >= COPY_LIMIT || (batch.is_empty() && round.corked() == 0) =>
                     {
                         round.push(frame);
                     }
-                    Outbound::Frame(frame) => round.cork.extend_from_slice(&frame),
-                    Outbound::Message { opcode, payload } => self.put_message(&mut round, opcode, payload),
+                    QueueItem::Frame(frame) => round.cork.extend_from_slice(&frame),
+                    QueueItem::Message { opcode, payload } => self.put_message(&mut round, opcode, payload),
                 }
             }
             round.seal();
@@ -389,12 +394,12 @@ impl Wire {
     /// and write state all its life.
     fn send_close<'a>(
         &'a mut self,
-        mut batch: VecDeque<Outbound>,
+        mut batch: VecDeque<QueueItem>,
         code: u16,
         reason: &str,
         limit: Duration,
     ) -> BoxFuture<'a, ()> {
-        batch.push_back(Outbound::Message {
+        batch.push_back(QueueItem::Message {
             opcode: CLOSE,
             payload: close_payload(code, reason),
         });
@@ -408,7 +413,7 @@ impl Wire {
     /// already). Boxed, and owning its arguments, so the connection's task keeps none of this.
     fn end_with_close(
         &mut self,
-        batch: VecDeque<Outbound>,
+        batch: VecDeque<QueueItem>,
         code: u16,
         reason: String,
         by_peer: bool,
@@ -428,7 +433,7 @@ impl Wire {
     /// ends with `close`.
     fn finish(
         &mut self,
-        mut batch: VecDeque<Outbound>,
+        mut batch: VecDeque<QueueItem>,
         close: CloseFrame,
         limit: Duration,
     ) -> BoxFuture<'_, CloseFrame> {
@@ -443,7 +448,7 @@ impl Wire {
     /// ours is out already), then a lingering close of TCP.
     fn fail(
         &mut self,
-        batch: VecDeque<Outbound>,
+        batch: VecDeque<QueueItem>,
         err: ProtocolError,
         sent_close: Option<CloseFrame>,
         limit: Duration,
@@ -512,7 +517,7 @@ fn drive<'a, H: Handler>(
     config: &'a Timers,
 ) -> impl Future<Output = CloseFrame> + Send + 'a {
     async move {
-        let shared = &ws.shared;
+        let state = &ws.state;
         // One struct rather than separate locals: the task's layout then has no padding between them.
         let mut st = LoopState {
             batch: VecDeque::new(),
@@ -526,7 +531,7 @@ fn drive<'a, H: Handler>(
             // 1. Take everything queued since the last turn as the next batch, once the previous
             // one is out: while the socket is full, sends stay in the queue, where the
             // slow-consumer budget counts them.
-            if let Some((code, reason)) = st.take_queue(wire, shared, config.close_timeout()) {
+            if let Some((code, reason)) = st.take_queue(wire, state, config.close_timeout()) {
                 // The peer stopped reading: try to tell it why, but do not wait on it.
                 let send = st.sent_close.is_none();
                 return wire
@@ -564,7 +569,7 @@ fn drive<'a, H: Handler>(
                     _ => st.last_heard + config.idle_timeout(),
                 };
                 let next = st.close_deadline.map_or(idle_deadline, |d| d.min(idle_deadline));
-                shared
+                state
                     .deadline
                     .store(deadline::at_ms(next.into_std()), Ordering::Relaxed);
             }
@@ -712,7 +717,7 @@ impl Backlog {
 /// The drive loop's state.
 struct LoopState {
     /// Sends taken from the queue, being written.
-    batch: VecDeque<Outbound>,
+    batch: VecDeque<QueueItem>,
     last_heard: Instant,
     pinged: bool,
     /// Set once our close frame is staged: the peer has until then to answer it.
@@ -725,9 +730,9 @@ impl LoopState {
     /// Takes everything queued since the last turn as the next batch, once the previous one is
     /// out: while the socket is full, sends stay in the queue, where the slow-consumer budget
     /// counts them. Returns the close to end with if the slow-consumer policy fired.
-    fn take_queue(&mut self, wire: &Wire, shared: &Shared, close_timeout: Duration) -> Option<(u16, String)> {
+    fn take_queue(&mut self, wire: &Wire, state: &SocketState, close_timeout: Duration) -> Option<(u16, String)> {
         let (close_request, abort) = {
-            let mut q = shared.queue.lock();
+            let mut q = state.queue.lock();
             if !q.abort && wire.writing(&self.batch) {
                 return None;
             }
@@ -752,15 +757,15 @@ impl LoopState {
         handler: &'a mut H,
         config: &Timers,
     ) -> Option<BoxFuture<'a, Option<CloseFrame>>> {
-        let inbound = wire.inbox.pop_front()?;
+        let decoded = wire.inbox.pop_front()?;
         if wire.inbox.is_empty() {
             // Most reads bring one message: an idle connection keeps no inbox.
             wire.inbox = VecDeque::new();
         }
         self.last_heard = Instant::now();
         self.pinged = false;
-        match inbound {
-            Inbound::Close { code, reason } => {
+        match decoded {
+            Decoded::Close { code, reason } => {
                 let batch = std::mem::take(&mut self.batch);
                 if let Some(ours) = self.sent_close.take().map(|c| *c) {
                     // The peer answered our close: the handshake is complete once our close
@@ -776,11 +781,11 @@ impl LoopState {
             // After our close frame the application is done with the connection; what the peer
             // sends until it answers is discarded.
             _ if self.sent_close.is_some() => None,
-            inbound => {
-                if let Inbound::Ping(payload) = &inbound {
+            decoded => {
+                if let Decoded::Ping(payload) = &decoded {
                     let _ = ws.pong(payload.clone());
                 }
-                Some(handle(inbound, ws, handler, wire, &mut self.batch))
+                Some(handle(decoded, ws, handler, wire, &mut self.batch))
             }
         }
     }
@@ -791,7 +796,7 @@ impl LoopState {
         if self.sent_close.is_some() {
             self.batch.clear();
         } else if let Some((code, reason)) = close_request {
-            self.batch.push_back(Outbound::Message {
+            self.batch.push_back(QueueItem::Message {
                 opcode: CLOSE,
                 payload: close_payload(code, &reason),
             });
@@ -825,12 +830,12 @@ fn write_failed(ws: &WebSocket, err: io::Error, sent_close: Option<CloseFrame>) 
 
 /// The close requested by the slow-consumer policy, if it aborted the connection.
 fn forced_close(ws: &WebSocket) -> Option<(u16, String)> {
-    let q = ws.shared.queue.lock();
+    let q = ws.state.queue.lock();
     q.close.clone().filter(|_| q.abort)
 }
 
 /// Moves the queued messages into `batch` and returns the pending close request, if any.
-fn take_queue(q: &mut Queue, batch: &mut VecDeque<Outbound>) -> (Option<(u16, String)>, bool) {
+fn take_queue(q: &mut Queue, batch: &mut VecDeque<QueueItem>) -> (Option<(u16, String)>, bool) {
     // The drained buffer of the last batch is freed rather than kept for reuse: an idle
     // connection then holds no queue storage, at the price of one allocation per wake-up.
     *batch = std::mem::take(&mut q.items);
@@ -874,14 +879,14 @@ fn guarded<'a>(
 /// own completion releases (a subscription half made). Boxed: it exists only while a message is
 /// being handled, not in every idle connection.
 fn handle<'a, H: Handler>(
-    inbound: Inbound,
+    decoded: Decoded,
     ws: &'a WebSocket,
     handler: &'a mut H,
     wire: &'a mut Wire,
-    batch: &'a mut VecDeque<Outbound>,
+    batch: &'a mut VecDeque<QueueItem>,
 ) -> BoxFuture<'a, Option<CloseFrame>> {
     async move {
-        let call = dispatch(inbound, ws, handler);
+        let call = dispatch(decoded, ws, handler);
         tokio::pin!(call);
         let mut failed: Option<io::Error> = None;
         let completed = poll_fn(|cx| {
@@ -910,20 +915,20 @@ fn handle<'a, H: Handler>(
 }
 
 /// Hands one message to the handler. Returns false if the handler panicked.
-async fn dispatch<H: Handler>(inbound: Inbound, ws: &WebSocket, handler: &mut H) -> bool {
-    match inbound {
-        Inbound::Text(bytes) => guarded(ws, "on_message", handler.on_message(ws, Text::from_validated(bytes))).await,
-        Inbound::Binary(bytes) => guarded(ws, "on_bytes", handler.on_bytes(ws, bytes)).await,
-        Inbound::Ping(bytes) => guarded(ws, "on_ping", handler.on_ping(ws, bytes)).await,
-        Inbound::Pong(bytes) => guarded(ws, "on_pong", handler.on_pong(ws, bytes)).await,
-        Inbound::Close { .. } => true,
+async fn dispatch<H: Handler>(decoded: Decoded, ws: &WebSocket, handler: &mut H) -> bool {
+    match decoded {
+        Decoded::Text(bytes) => guarded(ws, "on_message", handler.on_message(ws, Text::from_validated(bytes))).await,
+        Decoded::Binary(bytes) => guarded(ws, "on_bytes", handler.on_bytes(ws, bytes)).await,
+        Decoded::Ping(bytes) => guarded(ws, "on_ping", handler.on_ping(ws, bytes)).await,
+        Decoded::Pong(bytes) => guarded(ws, "on_pong", handler.on_pong(ws, bytes)).await,
+        Decoded::Close { .. } => true,
     }
 }
 
 /// After a close frame went out or came in, nothing more may be sent: later sends are refused
 /// and whatever is still queued is dropped (a data frame after a close frame breaks RFC 6455 §5.5.1).
 fn refuse_sends(ws: &WebSocket, code: u16, reason: &str) {
-    let mut q = ws.shared.queue.lock();
+    let mut q = ws.state.queue.lock();
     if q.close.is_none() {
         q.close = Some((code, reason.to_owned()));
     }

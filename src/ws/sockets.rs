@@ -186,12 +186,12 @@ mod tests {
         let later = socket();
         sockets.register(&later);
         assert!(later.is_closed());
-        assert_eq!(later.shared.queue.lock().close, Some((1001, "going away".to_owned())));
+        assert_eq!(later.state.queue.lock().close, Some((1001, "going away".to_owned())));
         // A second call keeps the first close.
         sockets.close_all(1000, "again").expect("valid close");
         let last = socket();
         sockets.register(&last);
-        assert_eq!(last.shared.queue.lock().close, Some((1001, "going away".to_owned())));
+        assert_eq!(last.state.queue.lock().close, Some((1001, "going away".to_owned())));
     }
 
     #[tokio::test]
