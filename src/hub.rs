@@ -5,7 +5,7 @@
 //! is bounded by the number of subscribers, and no lock is ever held across an `.await`.
 //! The map is sharded by topic hash so unrelated topics do not contend.
 
-use crate::ws::{Text, WebSocket};
+use crate::ws::{PreparedMessage, Text, WebSocket};
 use parking_lot::RwLock;
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::HashMap;
@@ -97,9 +97,9 @@ impl Hub {
         let Some(entry) = shard.get(topic) else { return 0 };
         let mut delivered = 0;
         // Framed once here; every subscriber queues the same bytes.
-        let frame = crate::ws::frame::server_text(message.as_bytes());
+        let message = PreparedMessage::text(message);
         for ws in entry.subscribers.values() {
-            if ws.send_frame(&frame).is_ok() {
+            if ws.send_prepared(&message).is_ok() {
                 delivered += 1;
             }
         }

@@ -3,7 +3,7 @@
 
 use super::deadline;
 use super::decoder::{Decoded, Decoder, ProtocolError};
-use super::frame::{self, Role, CLOSE};
+use super::frame::{self, Role, CLOSE, TEXT};
 use super::io::Io;
 use super::socket::{Queue, QueueItem, SocketState};
 use super::{CloseFrame, Config, Handler, Sockets, Text, WebSocket};
@@ -286,13 +286,17 @@ impl Wire {
             while !round.full() && round.corked() < CORK_LIMIT {
                 let Some(item) = batch.pop_front() else { break };
                 match item {
-                    // A large frame, or the only one: written from the shared bytes, not copied.
-                    QueueItem::Frame(frame)
-                        if frame.len() >= COPY_LIMIT || (batch.is_empty() && round.corked() == 0) =>
-                    {
-                        round.push(frame);
+                    // A client never writes the unmasked frame: the text goes out as a message.
+                    QueueItem::Prepared(message) if self.role == Role::Client => {
+                        self.put_message(&mut round, TEXT, message.payload());
                     }
-                    QueueItem::Frame(frame) => round.cork.extend_from_slice(&frame),
+                    // A large frame, or the only one: written from the shared bytes, not copied.
+                    QueueItem::Prepared(message)
+                        if message.frame().len() >= COPY_LIMIT || (batch.is_empty() && round.corked() == 0) =>
+                    {
+                        round.push(message.into_frame());
+                    }
+                    QueueItem::Prepared(message) => round.cork.extend_from_slice(message.frame()),
                     QueueItem::Message { opcode, payload } => self.put_message(&mut round, opcode, payload),
                 }
             }

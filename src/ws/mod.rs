@@ -9,6 +9,7 @@
 //! * [`WebSocket`], a cloneable handle usable from any task, whose sends never block and never wait:
 //!   they append to a per-connection queue that the connection's task drains in one batch per wake-up
 //!   (one vectored write for everything that arrived meanwhile — "corking");
+//! * [`PreparedMessage`], a message framed once and sent to many sockets without a copy per socket;
 //! * a byte budget per connection ([`Config::max_backpressure`]): a peer that stops reading is
 //!   disconnected with close code 1008 instead of growing memory;
 //! * server pings and an idle timeout, so dead peers are dropped;
@@ -37,10 +38,11 @@ mod config;
 mod connection;
 mod deadline;
 mod decoder;
-pub(crate) mod frame;
+mod frame;
 mod handler;
 mod handshake;
 mod io;
+mod prepared;
 mod socket;
 mod sockets;
 mod text;
@@ -50,6 +52,7 @@ pub use client::{connect, ConnectError};
 pub use config::Config;
 pub use handler::{CloseFrame, Handler};
 pub use handshake::Handshake;
+pub use prepared::PreparedMessage;
 pub use socket::{slow_consumers, SendError, WebSocket};
 pub use sockets::Sockets;
 pub use text::Text;

@@ -7,7 +7,7 @@
 
 use super::frame::{self, BINARY, PING, PONG, TEXT};
 use super::handshake::{Handshake, Record};
-use super::Text;
+use super::{PreparedMessage, Text};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
@@ -64,8 +64,9 @@ pub(super) struct SocketState {
 pub(super) enum QueueItem {
     /// A message, framed by the connection's task (masked when we are the client).
     Message { opcode: u8, payload: Bytes },
-    /// A complete pre-encoded frame, written as is.
-    Frame(Bytes),
+    /// A text message framed once for many sockets: a server writes its frame as is, a client
+    /// frames (and masks) its payload like a `Message`.
+    Prepared(PreparedMessage),
 }
 
 #[derive(Default)]
@@ -187,10 +188,11 @@ impl WebSocket {
         ended.await;
     }
 
-    /// Queues a complete server frame shared with other connections (a publication, encoded
-    /// once by [`super::frame::server_text`]). Server side only: client frames must be masked.
-    pub(crate) fn send_frame(&self, frame: &Bytes) -> Result<(), SendError> {
-        self.enqueue(QueueItem::Frame(frame.clone()), frame.len())
+    /// Queues a message framed once for many sockets, without copying it: a server socket
+    /// writes the shared frame; a client socket sends its text as an ordinary (masked) message.
+    pub fn send_prepared(&self, message: &PreparedMessage) -> Result<(), SendError> {
+        let len = message.frame().len();
+        self.enqueue(QueueItem::Prepared(message.clone()), len)
     }
 
     fn push(&self, opcode: u8, payload: Bytes) -> Result<(), SendError> {
