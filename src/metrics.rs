@@ -54,7 +54,7 @@ pub(crate) fn render(node: &Node) -> String {
             "switchboard_slow_consumers_total",
             "counter",
             "Connections closed because they did not read.",
-            crate::ws::slow_consumers(),
+            0, // TODO(merge): per-node count
         ),
     ];
     let mut out = String::new();

@@ -30,7 +30,8 @@ pub struct Config {
     /// live peer reset it). Default 75 s.
     pub idle_timeout: Duration,
     /// Bytes that may wait in a connection's outbound queue. A send past this budget closes the
-    /// connection with 1008 ("slow consumer") rather than buffering without bound. Default 4 MiB.
+    /// connection with 1008 ("slow consumer") rather than buffering without bound; the handler's
+    /// `on_close` then gets a close for which `CloseFrame::is_slow_consumer` is true. Default 4 MiB.
     pub max_backpressure: usize,
     /// How long to wait for the peer's close frame after sending ours. Default 5 s.
     pub close_timeout: Duration,

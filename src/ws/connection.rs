@@ -4,6 +4,7 @@
 use super::deadline;
 use super::decoder::{Decoded, Decoder, ProtocolError};
 use super::frame::{self, Role, CLOSE, TEXT};
+use super::handler::SLOW_CONSUMER_REASON;
 use super::io::Io;
 use super::socket::{Queue, QueueItem, SocketState};
 use super::{CloseFrame, Config, Handler, Sockets, Text, WebSocket};
@@ -743,7 +744,7 @@ impl LoopState {
             take_queue(&mut q, &mut self.batch)
         };
         if abort {
-            return Some(close_request.unwrap_or((1008, String::new())));
+            return Some(close_request.unwrap_or_else(|| (1008, SLOW_CONSUMER_REASON.to_owned())));
         }
         // The batch holds only what was just taken: the last one is written.
         self.stage_close(close_request, close_timeout);

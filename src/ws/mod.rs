@@ -53,7 +53,7 @@ pub use config::Config;
 pub use handler::{CloseFrame, Handler};
 pub use handshake::Handshake;
 pub use prepared::PreparedMessage;
-pub use socket::{slow_consumers, SendError, WebSocket};
+pub use socket::{SendError, WebSocket};
 pub use sockets::Sockets;
 pub use text::Text;
 pub use upgrade::endpoint;

@@ -6,6 +6,7 @@
 //! holds no outbound buffer (a tokio mpsc channel would keep a 32-slot block per connection).
 
 use super::frame::{self, BINARY, PING, PONG, TEXT};
+use super::handler::SLOW_CONSUMER_REASON;
 use super::handshake::{Handshake, Record};
 use super::{PreparedMessage, Text};
 use bytes::Bytes;
@@ -84,16 +85,9 @@ pub(super) struct Queue {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-static SLOW_CONSUMERS: AtomicU64 = AtomicU64::new(0);
-
 thread_local! {
     /// The connection whose handler this thread is polling, if any (compared, never dereferenced).
     static HANDLING: Cell<*const SocketState> = const { Cell::new(std::ptr::null()) };
-}
-
-/// How many connections this process closed because they did not read (slow consumers).
-pub fn slow_consumers() -> u64 {
-    SLOW_CONSUMERS.load(Ordering::Relaxed)
 }
 
 impl WebSocket {
@@ -209,11 +203,10 @@ impl WebSocket {
             // The budget is checked before adding, so one message larger than the budget still
             // goes out on an otherwise idle connection (uWS's maxBackpressure works the same way).
             if q.bytes > self.state.max_backpressure {
-                q.close = Some((1008, "slow consumer: outbound queue over its limit".to_owned()));
+                q.close = Some((1008, SLOW_CONSUMER_REASON.to_owned()));
                 q.abort = true;
                 let queued = q.bytes;
                 drop(q);
-                SLOW_CONSUMERS.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     conn = self.state.id,
                     queued,
