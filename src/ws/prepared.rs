@@ -75,7 +75,7 @@ mod tests {
     use super::*;
     use crate::ws::frame::{apply_mask, Role};
     use crate::ws::io::Io;
-    use crate::ws::{connection, Config, Handler, Handshake, WebSocket};
+    use crate::ws::{driver, Config, Handler, Handshake, WebSocket};
     use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpStream};
 
@@ -95,7 +95,7 @@ mod tests {
         };
         let ws = WebSocket::new(handshake, 1 << 20);
         let config = Config::default();
-        tokio::spawn(connection::run(
+        tokio::spawn(driver::run(
             Io::Tcp(stream),
             Bytes::new(),
             role,

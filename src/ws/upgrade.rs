@@ -6,7 +6,7 @@
 
 use super::frame::Role;
 use super::io::Io;
-use super::{connection, Config, Handler, Handshake, Sockets, WebSocket};
+use super::{driver, Config, Handler, Handshake, Sockets, WebSocket};
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
@@ -108,7 +108,7 @@ where
                 let ws = WebSocket::new(handshake, config.max_backpressure);
                 let (io, prefix) = Io::from_upgraded(upgraded);
                 // Its own task: this one's room for the upgrade (handshake, hyper's future) is freed.
-                let run = connection::run(io, prefix, Role::Server, ws, handler, config, sockets);
+                let run = driver::run(io, prefix, Role::Server, ws, handler, config, sockets);
                 tokio::spawn(run);
             }
             Err(err) => tracing::debug!(%err, "websocket upgrade failed"),
