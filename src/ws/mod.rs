@@ -70,3 +70,8 @@ pub use socket::{SendError, WebSocket};
 pub use sockets::Sockets;
 pub use text::Text;
 pub use upgrade::endpoint;
+
+/// For the task-size test of the protocol session, which keeps its connection's task in a cell.
+#[cfg(test)]
+#[allow(unused_imports)]
+pub(crate) use driver::future_size_for;
