@@ -97,9 +97,9 @@ impl Hub {
         let Some(entry) = shard.get(topic) else { return 0 };
         let mut delivered = 0;
         // Framed once here; every subscriber queues the same bytes.
-        let message = PreparedMessage::text(message);
+        let prepared = PreparedMessage::text(message);
         for ws in entry.subscribers.values() {
-            if ws.send_prepared(&message).is_ok() {
+            if ws.send_prepared(&prepared).is_ok() {
                 delivered += 1;
             }
         }
