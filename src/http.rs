@@ -63,7 +63,8 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// [`HANDSHAKE_TIMEOUT`].
 ///
 /// Requests carry [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo), so WebSocket handlers
-/// see their peer's address, and the [`Shutdown`], so WebSockets close (1001) when it triggers.
+/// see their peer's address, and the [`Shutdown`]'s registry of open WebSockets
+/// ([`ws::Sockets`](crate::ws::Sockets)), so WebSockets close (1001) when it triggers.
 pub async fn serve(listener: TcpListener, app: axum::Router, shutdown: Shutdown) -> std::io::Result<()> {
     serve_with(listener, app, shutdown, HANDSHAKE_TIMEOUT).await
 }
@@ -90,12 +91,12 @@ pub async fn serve_with(
             _ = shutdown.triggered() => return Ok(()),
         };
         let _ = tcp.set_nodelay(true);
-        let shutdown_for_requests = shutdown.clone();
+        let sockets = shutdown.sockets().clone();
         let app = app
             .clone()
             .map_request(move |mut request: ::http::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
-                request.extensions_mut().insert(shutdown_for_requests.clone());
+                request.extensions_mut().insert(sockets.clone());
                 request
             });
         let service = TowerToHyperService::new(app);

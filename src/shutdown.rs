@@ -1,9 +1,7 @@
 //! Graceful shutdown, made explicit: one `Shutdown` is cloned into every part that must stop, and
 //! triggering it (Ctrl-C, SIGTERM, or a test) makes each stop accepting and finish what it does.
 
-use crate::ws::WebSocket;
-use parking_lot::Mutex;
-use std::collections::HashMap;
+use crate::ws::Sockets;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -16,10 +14,9 @@ pub struct Shutdown {
 #[derive(Debug)]
 struct Inner {
     tx: watch::Sender<bool>,
-    /// Open WebSocket connections, closed with 1001 on trigger. A registry rather than a future
-    /// in each connection waiting for the signal: that future would cost every idle connection
-    /// ~180 bytes, an entry here costs ~20.
-    sockets: Mutex<HashMap<u64, WebSocket>>,
+    /// Open WebSocket connections, closed with 1001 on trigger (a registry, not a future per
+    /// connection: see `ws::Sockets`).
+    sockets: Sockets,
 }
 
 impl Default for Shutdown {
@@ -34,7 +31,7 @@ impl Shutdown {
         Self {
             inner: Arc::new(Inner {
                 tx: watch::channel(false).0,
-                sockets: Mutex::new(HashMap::new()),
+                sockets: Sockets::new(),
             }),
         }
     }
@@ -71,10 +68,7 @@ impl Shutdown {
     /// Triggers the shutdown.
     pub fn trigger(&self) {
         self.inner.tx.send_replace(true);
-        let sockets = std::mem::take(&mut *self.inner.sockets.lock());
-        for ws in sockets.into_values() {
-            let _ = ws.close(1001, "server shutting down");
-        }
+        let _ = self.inner.sockets.close_all(1001, "server shutting down");
     }
 
     /// True once triggered.
@@ -88,25 +82,8 @@ impl Shutdown {
         let _ = rx.wait_for(|triggered| *triggered).await;
     }
 
-    /// Closes `ws` with 1001 when the signal triggers (at once if it has).
-    pub(crate) fn track(&self, ws: &WebSocket) {
-        {
-            let mut sockets = self.inner.sockets.lock();
-            if !self.is_triggered() {
-                sockets.insert(ws.id(), ws.clone());
-                return;
-            }
-        }
-        let _ = ws.close(1001, "server shutting down");
-    }
-
-    /// Forgets `ws`, which has ended.
-    pub(crate) fn untrack(&self, ws: &WebSocket) {
-        let mut sockets = self.inner.sockets.lock();
-        sockets.remove(&ws.id());
-        // Give back the room of a past spike of connections.
-        if sockets.capacity() > 1024 && sockets.len() < sockets.capacity() / 4 {
-            sockets.shrink_to_fit();
-        }
+    /// The registry of the server's open WebSockets, closed with 1001 when the signal triggers.
+    pub(crate) fn sockets(&self) -> &Sockets {
+        &self.inner.sockets
     }
 }

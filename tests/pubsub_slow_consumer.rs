@@ -1,6 +1,5 @@
 //! A subscriber that stops reading is cut off by its byte budget, without holding up or losing
-//! messages for the other subscribers of the channel. (Its own test binary: the slow-consumer
-//! counter is process-wide.)
+//! messages for the other subscribers of the channel.
 
 mod common;
 
@@ -98,7 +97,7 @@ async fn slow_consumer_is_cut_off_and_others_get_everything_in_order() {
                 .await;
             received += 1;
         }
-        if cut_at.is_none() && switchboard::ws::slow_consumers() > 0 {
+        if cut_at.is_none() && server.metric("switchboard_slow_consumers_total").await > 0 {
             cut_at = Some(sent);
         }
     }

@@ -93,6 +93,23 @@ impl Handler for Rec {
                     }
                 }
             });
+        } else if s == "flood-inline" {
+            // The same flood from inside the handler, which then stays busy a while: the cut-off
+            // is found by the writes that go on while a handler runs.
+            let chunk = bytes::Bytes::from(vec![7u8; 16 * 1024]);
+            let mut sent = 0usize;
+            let ended = loop {
+                match ws.send_binary(chunk.clone()) {
+                    Ok(()) => sent += 1,
+                    Err(e) => break format!("{e:?}"),
+                }
+                tokio::task::yield_now().await;
+                if sent > 20_000 {
+                    break "never stopped".into();
+                }
+            };
+            self.emit(Ev::FloodEnded(ended, sent));
+            tokio::time::sleep(Duration::from_millis(100)).await;
         } else if let Some(n) = s.strip_prefix("burst-close:") {
             // N binary 16 KiB messages, then close(4000, "done").
             let chunk = bytes::Bytes::from(vec![9u8; 16 * 1024]);
@@ -982,7 +999,7 @@ async fn live_peer_answering_pings_is_kept() {
     assert_eq!(pongs, pings);
 }
 
-async fn slow_consumer(burst: usize) {
+async fn slow_consumer(flood: &str) {
     let mut server = Server::start(Config {
         max_backpressure: 256 * 1024,
         max_message_size: 1 << 20,
@@ -995,7 +1012,7 @@ async fn slow_consumer(burst: usize) {
     // B: an ordinary peer on the same server.
     let (mut fast, _) = Raw::connect(server.addr, "/ws/fast", "").await;
     server.open("/ws/fast").await;
-    slow.send(0x81, format!("flood:{burst}").as_bytes()).await;
+    slow.send(0x81, flood.as_bytes()).await;
 
     // B gets every echo, in order, while A is being flooded.
     for i in 0..200 {
@@ -1012,7 +1029,15 @@ async fn slow_consumer(burst: usize) {
     };
     assert_eq!(ended, "SlowConsumer", "after {sent} messages");
     let close = server.close_event("/ws/slow").await;
-    assert_eq!((close.code, close.by_peer), (1008, false), "{close:?}");
+    assert_eq!(
+        close,
+        CloseFrame {
+            code: 1008,
+            reason: "slow consumer: outbound queue over its limit".into(),
+            by_peer: false
+        }
+    );
+    assert!(close.is_slow_consumer());
 
     // A's connection is dropped: what was in flight, then EOF.
     let mut chunk = vec![0u8; 1 << 16];
@@ -1033,14 +1058,20 @@ async fn slow_consumer(burst: usize) {
 /// The producer outruns the connection task: the budget is exceeded between two writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_disconnected_while_others_keep_receiving() {
-    slow_consumer(64).await;
+    slow_consumer("flood:64").await;
 }
 
 /// The connection task keeps up until the socket buffers are full: the budget is exceeded while a
 /// write is stuck.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_stuck_in_a_write_is_disconnected_with_1008() {
-    slow_consumer(1).await;
+    slow_consumer("flood:1").await;
+}
+
+/// The handler itself floods and is still running when the budget is exceeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_flooded_by_its_own_handler_is_disconnected_with_1008() {
+    slow_consumer("flood-inline").await;
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@
 //! The map is sharded by topic hash so unrelated topics do not contend.
 
 use crate::broker::{Broker, BrokerError};
-use crate::ws::{Text, WebSocket};
+use crate::ws::{PreparedMessage, Text, WebSocket};
 use parking_lot::RwLock;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -120,9 +120,9 @@ impl Hub {
         let Some(entry) = shard.get(topic) else { return 0 };
         let mut delivered = 0;
         // Framed once here; every subscriber queues the same bytes.
-        let frame = crate::ws::frame::server_text(message.as_bytes());
+        let prepared = PreparedMessage::text(message);
         for ws in entry.subscribers.values() {
-            if ws.send_frame(&frame).is_ok() {
+            if ws.send_prepared(&prepared).is_ok() {
                 delivered += 1;
             }
         }

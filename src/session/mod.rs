@@ -304,11 +304,32 @@ impl Handler for Session {
             connection.close_all();
         }
         let counters = &self.node.inner.counters;
-        // The WebSocket layer cuts a peer that does not read with 1008; the session never closes
-        // with that code itself.
-        if close.code == 1008 && !close.by_peer {
+        if close.is_slow_consumer() {
             counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
         }
         counters.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The connection's task is the largest part of an idle connection's memory, and tokio allocates
+/// it 128-byte aligned: a few more bytes of state cost 128 per connection. This keeps the
+/// pub/sub connection's task in its 512-byte cell (the release layout; debug futures are far
+/// larger, so the check runs in release builds, as CI's `cargo test --release` does).
+#[cfg(all(test, not(debug_assertions)))]
+mod task_size {
+    use super::Session;
+    use crate::{Node, Router};
+
+    /// tokio's task cell around a future: header 32, scheduler and id 24, trailer 48 bytes.
+    const TASK_OVERHEAD: usize = 32 + 24 + 48;
+
+    #[tokio::test]
+    async fn a_pub_sub_connection_task_fits_a_512_byte_cell() {
+        let size = crate::ws::future_size_for(Session::new(Node::new(Router::new()))).await;
+        assert!(
+            size + TASK_OVERHEAD <= 512,
+            "the connection future is {size} bytes: its task no longer fits 512 bytes (a 128-byte \
+             step per connection); box what only rare paths need (see BENCHMARKS.md, idle memory)"
+        );
     }
 }

@@ -6,7 +6,7 @@
 use super::frame::Role;
 use super::io::Io;
 use super::upgrade::{accept_key, header_has_token};
-use super::{connection, Config, Handler, Handshake, WebSocket};
+use super::{driver, Config, Handler, Handshake, WebSocket};
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
@@ -83,15 +83,7 @@ pub async fn connect<H: Handler>(url: &str, handler: H, config: Config) -> Resul
     let handshake = Handshake { uri, headers, peer };
     let ws = WebSocket::new(handshake, config.max_backpressure);
     let task_ws = ws.clone();
-    tokio::spawn(connection::run(
-        io,
-        prefix,
-        Role::Client,
-        task_ws,
-        handler,
-        config,
-        None,
-    ));
+    tokio::spawn(driver::run(io, prefix, Role::Client, task_ws, handler, config, None));
     Ok(ws)
 }
 

@@ -21,8 +21,7 @@ pub struct Config {
     /// Outgoing messages longer than this are sent as several frames. Default 4 MiB.
     pub max_frame_size: usize,
     /// Time allowed for a client's opening handshake (connect and the 101 response). Default 10 s.
-    /// On the server side the request head is bounded by the HTTP server: see
-    /// [`crate::http::serve_with`].
+    /// On the server side the request head is bounded by the HTTP server, not by this.
     pub handshake_timeout: Duration,
     /// Send a ping after this long without hearing from the peer. `None` disables pings.
     /// Default 30 s.
@@ -31,7 +30,8 @@ pub struct Config {
     /// live peer reset it). Default 75 s.
     pub idle_timeout: Duration,
     /// Bytes that may wait in a connection's outbound queue. A send past this budget closes the
-    /// connection with 1008 ("slow consumer") rather than buffering without bound. Default 4 MiB.
+    /// connection with 1008 ("slow consumer") rather than buffering without bound; the handler's
+    /// `on_close` then gets a close for which `CloseFrame::is_slow_consumer` is true. Default 4 MiB.
     pub max_backpressure: usize,
     /// How long to wait for the peer's close frame after sending ours. Default 5 s.
     pub close_timeout: Duration,

@@ -10,7 +10,7 @@
 //! connection per tick: 0.2 % of a core for 18 000 idle connections with the defaults. The
 //! thread sleeps while no connection is registered.
 
-use super::socket::Shared;
+use super::socket::SocketState;
 use parking_lot::{Condvar, Mutex};
 use slab::Slab;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +30,7 @@ pub(super) const NEVER: u64 = u64::MAX;
 struct Registry {
     /// Strong handles: a registration always ends (its `Drop` runs when the connection's task
     /// ends or is dropped), and reading through an `Arc` needs no upgrade on every tick.
-    connections: Mutex<Slab<Arc<Shared>>>,
+    connections: Mutex<Slab<Arc<SocketState>>>,
     registered: Condvar,
 }
 
@@ -78,11 +78,11 @@ pub(super) struct Registration(usize);
 
 impl Registration {
     /// Registers a connection whose shortest timeout is `shortest`.
-    pub(super) fn new(shared: &Arc<Shared>, shortest: Duration) -> Self {
+    pub(super) fn new(state: &Arc<SocketState>, shortest: Duration) -> Self {
         let tick = u64::try_from(shortest.as_millis() / 16).unwrap_or(MAX_TICK_MS);
         TICK_MS.fetch_min(tick.clamp(MIN_TICK_MS, MAX_TICK_MS), Ordering::Relaxed);
         let registry = registry();
-        let key = registry.connections.lock().insert(Arc::clone(shared));
+        let key = registry.connections.lock().insert(Arc::clone(state));
         registry.registered.notify_one();
         Registration(key)
     }
@@ -109,9 +109,9 @@ fn sweep() {
         std::thread::sleep(Duration::from_millis(TICK_MS.load(Ordering::Relaxed)));
         let now = now_ms();
         let connections = registry.connections.lock();
-        for (_, shared) in connections.iter() {
-            if shared.deadline.load(Ordering::Relaxed) <= now {
-                shared.waker.wake();
+        for (_, state) in connections.iter() {
+            if state.deadline.load(Ordering::Relaxed) <= now {
+                state.waker.wake();
             }
         }
     }
@@ -148,10 +148,10 @@ mod tests {
             },
             1024,
         );
-        let before = Arc::strong_count(&ws.shared);
-        let registration = Registration::new(&ws.shared, Duration::from_secs(1));
-        assert_eq!(Arc::strong_count(&ws.shared), before + 1);
+        let before = Arc::strong_count(&ws.state);
+        let registration = Registration::new(&ws.state, Duration::from_secs(1));
+        assert_eq!(Arc::strong_count(&ws.state), before + 1);
         drop(registration);
-        assert_eq!(Arc::strong_count(&ws.shared), before);
+        assert_eq!(Arc::strong_count(&ws.state), before);
     }
 }

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 
 /// A message or control frame from the peer.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Inbound {
+pub(crate) enum Decoded {
     /// A complete text message, valid UTF-8.
     Text(Bytes),
     Binary(Bytes),
@@ -109,7 +109,7 @@ impl Decoder {
 
     /// Decodes `input`, appending each complete message to `out`. After an error the connection
     /// is failed: the rest is ignored.
-    pub(crate) fn decode(&mut self, mut input: &[u8], out: &mut VecDeque<Inbound>) -> Result<(), ProtocolError> {
+    pub(crate) fn decode(&mut self, mut input: &[u8], out: &mut VecDeque<Decoded>) -> Result<(), ProtocolError> {
         if self.failed {
             return Ok(());
         }
@@ -258,7 +258,7 @@ impl Decoder {
 
     /// Moves payload bytes into the message or control frame. Returns false when `input` ran out
     /// before the frame's end.
-    fn read_payload(&mut self, input: &mut &[u8], out: &mut VecDeque<Inbound>) -> Result<bool, ProtocolError> {
+    fn read_payload(&mut self, input: &mut &[u8], out: &mut VecDeque<Decoded>) -> Result<bool, ProtocolError> {
         let Some(frame) = self.frame.as_mut() else {
             return Ok(true);
         };
@@ -289,13 +289,13 @@ impl Decoder {
         self.frame = None;
         match opcode {
             CLOSE => out.push_back(parse_close(&std::mem::take(&mut self.control))?),
-            PING => out.push_back(Inbound::Ping(std::mem::take(&mut self.control).freeze())),
-            PONG => out.push_back(Inbound::Pong(std::mem::take(&mut self.control).freeze())),
+            PING => out.push_back(Decoded::Ping(std::mem::take(&mut self.control).freeze())),
+            PONG => out.push_back(Decoded::Pong(std::mem::take(&mut self.control).freeze())),
             _ if fin => {
                 let payload = std::mem::take(&mut self.message).freeze();
                 out.push_back(match self.message_opcode.take() {
-                    Some(TEXT) => Inbound::Text(payload),
-                    _ => Inbound::Binary(payload),
+                    Some(TEXT) => Decoded::Text(payload),
+                    _ => Decoded::Binary(payload),
                 });
                 self.utf8_valid = 0;
             }
@@ -316,9 +316,9 @@ impl Decoder {
     }
 }
 
-fn parse_close(payload: &[u8]) -> Result<Inbound, ProtocolError> {
+fn parse_close(payload: &[u8]) -> Result<Decoded, ProtocolError> {
     let Some((code, reason)) = payload.split_first_chunk::<2>() else {
-        return Ok(Inbound::Close {
+        return Ok(Decoded::Close {
             code: 1005,
             reason: String::new(),
         });
@@ -328,7 +328,7 @@ fn parse_close(payload: &[u8]) -> Result<Inbound, ProtocolError> {
         return Err(ProtocolError::protocol("invalid close code"));
     }
     let reason = std::str::from_utf8(reason).map_err(|_| ProtocolError::invalid_utf8())?;
-    Ok(Inbound::Close {
+    Ok(Decoded::Close {
         code,
         reason: reason.to_owned(),
     })
@@ -348,7 +348,7 @@ mod tests {
     }
 
     /// Feeds `bytes` one byte at a time and all at once; both must give the same result.
-    fn decode(bytes: &[u8]) -> (Vec<Inbound>, Option<ProtocolError>) {
+    fn decode(bytes: &[u8]) -> (Vec<Decoded>, Option<ProtocolError>) {
         let mut results = Vec::new();
         for step in [1, bytes.len().max(1)] {
             let mut decoder = Decoder::new(Role::Server, 1024);
@@ -370,13 +370,13 @@ mod tests {
         whole
     }
 
-    fn clone(i: &Inbound) -> Inbound {
+    fn clone(i: &Decoded) -> Decoded {
         match i {
-            Inbound::Text(b) => Inbound::Text(b.clone()),
-            Inbound::Binary(b) => Inbound::Binary(b.clone()),
-            Inbound::Ping(b) => Inbound::Ping(b.clone()),
-            Inbound::Pong(b) => Inbound::Pong(b.clone()),
-            Inbound::Close { code, reason } => Inbound::Close {
+            Decoded::Text(b) => Decoded::Text(b.clone()),
+            Decoded::Binary(b) => Decoded::Binary(b.clone()),
+            Decoded::Ping(b) => Decoded::Ping(b.clone()),
+            Decoded::Pong(b) => Decoded::Pong(b.clone()),
+            Decoded::Close { code, reason } => Decoded::Close {
                 code: *code,
                 reason: reason.clone(),
             },
@@ -399,10 +399,10 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                Inbound::Ping(Bytes::from_static(b"p")),
-                Inbound::Text(Bytes::from("Hello wörld")),
-                Inbound::Binary(Bytes::from(vec![0; 300])),
-                Inbound::Close {
+                Decoded::Ping(Bytes::from_static(b"p")),
+                Decoded::Text(Bytes::from("Hello wörld")),
+                Decoded::Binary(Bytes::from(vec![0; 300])),
+                Decoded::Close {
                     code: 1000,
                     reason: "ok".into()
                 },
@@ -478,7 +478,7 @@ mod tests {
         assert!(!decoder.is_idle(), "a fragmented message is in progress");
         decoder.decode(&frame(true, CONTINUATION, b"c"), &mut out).unwrap();
         assert!(decoder.is_idle());
-        assert_eq!(out.pop_back(), Some(Inbound::Text(Bytes::from_static(b"abc"))));
+        assert_eq!(out.pop_back(), Some(Decoded::Text(Bytes::from_static(b"abc"))));
         // A failed decoder is kept: it must go on ignoring the peer.
         assert!(decoder.decode(&[0xC1, 0x80], &mut out).is_err());
         assert!(!decoder.is_idle());

@@ -1,10 +1,5 @@
-//! Encoding RFC 6455 frames, and "frame once, send many".
-//!
-//! A publication goes to many connections with the same bytes. Server frames are not masked
-//! (RFC 6455 §5.1), so the complete frame — header and payload — is identical for every
-//! subscriber: it is built once per publication and shared (`Bytes`), and each connection's task
-//! copies the frames queued since its last turn into one buffer and writes it with one syscall
-//! ("corking", as uWebSockets does), instead of encoding a header per subscriber per message.
+//! Encoding RFC 6455 frames: headers, masking, close payloads. Framing a message once for many
+//! sockets is built on this in `prepared.rs`.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -30,6 +25,15 @@ pub(crate) fn server_text(payload: &[u8]) -> Bytes {
     let mut frame = BytesMut::with_capacity(payload.len() + 10);
     put_frame(&mut frame, true, TEXT, payload, None);
     frame.freeze()
+}
+
+/// The header length of an unmasked frame (such as [`server_text`] makes): 2, 4 or 10 bytes.
+pub(crate) fn header_len(frame: &[u8]) -> usize {
+    match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
+    }
 }
 
 /// Appends one frame to `out`. A client passes the mask its frame is sent with.

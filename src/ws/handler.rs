@@ -17,6 +17,18 @@ pub struct CloseFrame {
     pub by_peer: bool,
 }
 
+/// The reason of the close a socket gets when it is cut off as a slow consumer (code 1008).
+pub(super) const SLOW_CONSUMER_REASON: &str = "slow consumer: outbound queue over its limit";
+
+impl CloseFrame {
+    /// True for the close of a socket cut off because its peer did not read: its outbound queue
+    /// went over [`Config::max_backpressure`](super::Config::max_backpressure). That close is
+    /// `{ code: 1008, reason: "slow consumer: outbound queue over its limit", by_peer: false }`.
+    pub fn is_slow_consumer(&self) -> bool {
+        self.code == 1008 && !self.by_peer && self.reason == SLOW_CONSUMER_REASON
+    }
+}
+
 /// Callbacks of one WebSocket connection, for servers and clients alike.
 ///
 /// A connection calls its handler from one task, one event at a time and in order, so a handler

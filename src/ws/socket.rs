@@ -6,8 +6,9 @@
 //! holds no outbound buffer (a tokio mpsc channel would keep a 32-slot block per connection).
 
 use super::frame::{self, BINARY, PING, PONG, TEXT};
+use super::handler::SLOW_CONSUMER_REASON;
 use super::handshake::{Handshake, Record};
-use super::Text;
+use super::{PreparedMessage, Text};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
@@ -39,10 +40,12 @@ pub enum SendError {
 /// All methods return at once: sends are queued and written by the connection's own task.
 #[derive(Clone)]
 pub struct WebSocket {
-    pub(super) shared: Arc<Shared>,
+    pub(super) state: Arc<SocketState>,
 }
 
-pub(super) struct Shared {
+/// The state of one socket that its handles and its task both reach: the outbound queue, the
+/// task's waker and its next deadline.
+pub(super) struct SocketState {
     id: u64,
     handshake: Record,
     max_backpressure: usize,
@@ -59,16 +62,17 @@ pub(super) struct Shared {
 }
 
 /// An item of the outbound queue.
-pub(super) enum Outbound {
+pub(super) enum QueueItem {
     /// A message, framed by the connection's task (masked when we are the client).
     Message { opcode: u8, payload: Bytes },
-    /// A complete pre-encoded frame, written as is.
-    Frame(Bytes),
+    /// A text message framed once for many sockets: a server writes its frame as is, a client
+    /// frames (and masks) its payload like a `Message`.
+    Prepared(PreparedMessage),
 }
 
 #[derive(Default)]
 pub(super) struct Queue {
-    pub(super) items: VecDeque<Outbound>,
+    pub(super) items: VecDeque<QueueItem>,
     pub(super) bytes: usize,
     /// Set once a close was requested (by the application or by the slow-consumer policy).
     pub(super) close: Option<(u16, String)>,
@@ -81,22 +85,15 @@ pub(super) struct Queue {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-static SLOW_CONSUMERS: AtomicU64 = AtomicU64::new(0);
-
 thread_local! {
     /// The connection whose handler this thread is polling, if any (compared, never dereferenced).
-    static HANDLING: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
-}
-
-/// How many connections this process closed because they did not read (slow consumers).
-pub fn slow_consumers() -> u64 {
-    SLOW_CONSUMERS.load(Ordering::Relaxed)
+    static HANDLING: Cell<*const SocketState> = const { Cell::new(std::ptr::null()) };
 }
 
 impl WebSocket {
     pub(super) fn new(handshake: Handshake, max_backpressure: usize) -> Self {
         Self {
-            shared: Arc::new(Shared {
+            state: Arc::new(SocketState {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 handshake: Record::new(&handshake),
                 max_backpressure,
@@ -110,7 +107,7 @@ impl WebSocket {
 
     /// A process-unique number for this connection.
     pub fn id(&self) -> u64 {
-        self.shared.id
+        self.state.id
     }
 
     /// The opening handshake (path, query, headers, peer address).
@@ -118,7 +115,7 @@ impl WebSocket {
     /// Kept compact and decoded on the first call (see [`Handshake`]'s module): an application
     /// that needs it on every message may keep what it needs in its handler instead.
     pub fn handshake(&self) -> &Handshake {
-        self.shared.handshake.get()
+        self.state.handshake.get()
     }
 
     /// Queues a text message.
@@ -153,70 +150,70 @@ impl WebSocket {
             return Err(SendError::InvalidClose(code));
         }
         {
-            let mut q = self.shared.queue.lock();
+            let mut q = self.state.queue.lock();
             if q.close.is_some() || q.ended {
                 return Err(SendError::Closed);
             }
             q.close = Some((code, reason.to_owned()));
         }
-        self.shared.waker.wake();
+        self.state.waker.wake();
         Ok(())
     }
 
     /// True once a close was requested or the connection ended.
     pub fn is_closed(&self) -> bool {
-        let q = self.shared.queue.lock();
+        let q = self.state.queue.lock();
         q.close.is_some() || q.ended
     }
 
     /// Bytes waiting in the outbound queue.
     pub fn buffered_amount(&self) -> usize {
-        self.shared.queue.lock().bytes
+        self.state.queue.lock().bytes
     }
 
     /// Waits until the connection has ended (both the socket and the handler's `on_close`).
     pub async fn closed(&self) {
-        let ended = self.shared.ended.notified();
+        let ended = self.state.ended.notified();
         tokio::pin!(ended);
         ended.as_mut().enable();
-        if self.shared.queue.lock().finished {
+        if self.state.queue.lock().finished {
             return;
         }
         ended.await;
     }
 
-    /// Queues a complete server frame shared with other connections (a publication, encoded
-    /// once by [`super::frame::server_text`]). Server side only: client frames must be masked.
-    pub(crate) fn send_frame(&self, frame: &Bytes) -> Result<(), SendError> {
-        self.enqueue(Outbound::Frame(frame.clone()), frame.len())
+    /// Queues a message framed once for many sockets, without copying it: a server socket
+    /// writes the shared frame; a client socket sends its text as an ordinary (masked) message.
+    pub fn send_prepared(&self, message: &PreparedMessage) -> Result<(), SendError> {
+        let len = message.frame().len();
+        self.enqueue(QueueItem::Prepared(message.clone()), len)
     }
 
     fn push(&self, opcode: u8, payload: Bytes) -> Result<(), SendError> {
         let len = payload.len();
-        self.enqueue(Outbound::Message { opcode, payload }, len)
+        self.enqueue(QueueItem::Message { opcode, payload }, len)
     }
 
-    fn enqueue(&self, item: Outbound, len: usize) -> Result<(), SendError> {
+    fn enqueue(&self, item: QueueItem, len: usize) -> Result<(), SendError> {
         {
-            let mut q = self.shared.queue.lock();
+            let mut q = self.state.queue.lock();
             if q.close.is_some() || q.ended {
                 return Err(SendError::Closed);
             }
             // The budget is checked before adding, so one message larger than the budget still
             // goes out on an otherwise idle connection (uWS's maxBackpressure works the same way).
-            if q.bytes > self.shared.max_backpressure {
-                q.close = Some((1008, "slow consumer: outbound queue over its limit".to_owned()));
+            if q.bytes > self.state.max_backpressure {
+                q.close = Some((1008, SLOW_CONSUMER_REASON.to_owned()));
                 q.abort = true;
                 let queued = q.bytes;
                 drop(q);
-                SLOW_CONSUMERS.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
-                    conn = self.shared.id,
+                    conn = self.state.id,
                     queued,
-                    limit = self.shared.max_backpressure,
+                    limit = self.state.max_backpressure,
                     "closing slow consumer (1008): peer is not reading"
                 );
-                self.shared.waker.wake();
+                self.state.waker.wake();
                 return Err(SendError::SlowConsumer);
             }
             q.bytes += len;
@@ -226,22 +223,22 @@ impl WebSocket {
         // takes the queue as soon as the handler returns or waits. Waking it anyway would make
         // tokio poll it once more for nothing after every reply (and re-register its waker).
         if !self.is_handling() {
-            self.shared.waker.wake();
+            self.state.waker.wake();
         }
         Ok(())
     }
 
     /// Whether this connection's task is running its handler on this thread right now.
     fn is_handling(&self) -> bool {
-        HANDLING.with(|current| std::ptr::eq(current.get(), Arc::as_ptr(&self.shared)))
+        HANDLING.with(|current| std::ptr::eq(current.get(), Arc::as_ptr(&self.state)))
     }
 
     /// Runs `poll` (the connection's task polling its handler) marked as "handling" for
     /// [`Self::is_handling`].
     pub(super) fn handling<R>(&self, poll: impl FnOnce() -> R) -> R {
-        let previous = HANDLING.with(|current| current.replace(Arc::as_ptr(&self.shared)));
+        let previous = HANDLING.with(|current| current.replace(Arc::as_ptr(&self.state)));
         // Restored even if the handler panics (a caught panic must not leave the mark behind).
-        struct Restore(*const Shared);
+        struct Restore(*const SocketState);
         impl Drop for Restore {
             fn drop(&mut self) {
                 HANDLING.with(|current| current.set(self.0));
@@ -253,7 +250,7 @@ impl WebSocket {
 
     pub(super) fn mark_ended(&self) {
         {
-            let mut q = self.shared.queue.lock();
+            let mut q = self.state.queue.lock();
             q.ended = true;
             q.items = VecDeque::new();
             q.bytes = 0;
@@ -262,8 +259,8 @@ impl WebSocket {
 
     /// Called after the handler's `on_close`: wakes everyone waiting in [`WebSocket::closed`].
     pub(super) fn mark_finished(&self) {
-        self.shared.queue.lock().finished = true;
-        self.shared.ended.notify_waiters();
+        self.state.queue.lock().finished = true;
+        self.state.ended.notify_waiters();
     }
 }
 
@@ -271,14 +268,14 @@ impl fmt::Debug for WebSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Not the handshake: formatting must not decode it (see `handshake.rs`).
         f.debug_struct("WebSocket")
-            .field("id", &self.shared.id)
+            .field("id", &self.state.id)
             .finish_non_exhaustive()
     }
 }
 
 impl PartialEq for WebSocket {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
+        Arc::ptr_eq(&self.state, &other.state)
     }
 }
 

@@ -6,7 +6,7 @@
 
 use super::frame::Role;
 use super::io::Io;
-use super::{connection, Config, Handler, Handshake, WebSocket};
+use super::{driver, Config, Handler, Handshake, Sockets, WebSocket};
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
@@ -31,6 +31,9 @@ const HANDSHAKE_ONLY: [header::HeaderName; 5] = [
 ///
 /// Mount it like any route: `Router::new().route("/ws", endpoint(|_| MyHandler, Config::default()))`.
 /// Requests that are not WebSocket upgrades get 400 (with the reason) or 405.
+///
+/// If a request carries a [`Sockets`] in its extensions (the server's registry of open sockets),
+/// the socket it opens is registered there, so the server can close it with all the others.
 pub fn endpoint<F, H, S>(factory: F, config: Config) -> MethodRouter<S>
 where
     F: Fn(&Handshake) -> H + Send + Sync + 'static,
@@ -86,8 +89,8 @@ where
             .into_response();
     };
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0);
-    // Served by `switchboard::http::serve`, the connection closes (1001) when the server shuts down.
-    let shutdown = request.extensions().get::<crate::Shutdown>().cloned();
+    // The server's registry of open sockets, if it keeps one (to close them all when it shuts down).
+    let sockets = request.extensions().get::<Sockets>().cloned();
     let (parts, _body) = request.into_parts();
     // The headers that only served the handshake are not kept. The values still share hyper's
     // read buffer; the connection keeps a compact copy (`handshake.rs`), not these.
@@ -105,7 +108,7 @@ where
                 let ws = WebSocket::new(handshake, config.max_backpressure);
                 let (io, prefix) = Io::from_upgraded(upgraded);
                 // Its own task: this one's room for the upgrade (handshake, hyper's future) is freed.
-                let run = connection::run(io, prefix, Role::Server, ws, handler, config, shutdown);
+                let run = driver::run(io, prefix, Role::Server, ws, handler, config, sockets);
                 tokio::spawn(run);
             }
             Err(err) => tracing::debug!(%err, "websocket upgrade failed"),
