@@ -1,6 +1,7 @@
 //! The reconnecting client: the server goes away and comes back on the same port; the client
 //! reconnects with backoff, its subscription receives broadcasts again, its channel is re-opened
 //! with the same parameters and works again, and the server's own channels are announced anew.
+//! Close codes decide: 4500–4999 end the client for good, 4000–4499 reconnect.
 
 #[path = "duplex_support.rs"]
 mod support;
@@ -10,9 +11,10 @@ use std::net::SocketAddr;
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 use support::*;
-use switchboard::client::{ChannelState, Client, ClientChannel, ClientError, ConnectionState};
-use switchboard::{Channel, DuplexError, Router};
-use tokio::sync::mpsc::unbounded_channel;
+use switchboard::client::{ChannelState, Client, ClientChannel, ClientError, ConnectionState, ServerClose};
+use switchboard::ws::{self, Handler, Text, WebSocket};
+use switchboard::{Channel, DuplexError, Router, Shutdown};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 const T: Duration = Duration::from_secs(5);
 
@@ -217,5 +219,162 @@ async fn shutdown_of_the_server_ends_its_websockets() {
     assert!(
         dropped.is_ok(),
         "the client is still connected {T:?} after the server's shutdown"
+    );
+}
+
+/// When the closing server closes a connection.
+#[derive(Clone, Copy)]
+enum CloseWhen {
+    /// As soon as it opens.
+    Open,
+    /// On the first `action` (it answers `subscribe` and `open` before that).
+    Action,
+}
+
+/// A raw server handler that speaks just enough of the protocol (`subscribed`, `opened`) and then
+/// closes the connection with `code` and `reason`, reporting each new connection.
+struct Closer {
+    code: u16,
+    reason: &'static str,
+    when: CloseWhen,
+    connections: UnboundedSender<()>,
+}
+
+impl Handler for Closer {
+    async fn on_open(&mut self, ws: &WebSocket) {
+        let _ = self.connections.send(());
+        if let CloseWhen::Open = self.when {
+            ws.close(self.code, self.reason).expect("a valid close code");
+        }
+    }
+
+    async fn on_message(&mut self, ws: &WebSocket, text: Text) {
+        let message: Value = serde_json::from_str(&text).expect("JSON from the client");
+        let (channel, id) = (message["channel"].clone(), message["id"].clone());
+        let answer = match message["type"].as_str() {
+            Some("subscribe") => json!({ "type": "subscribed", "channel": channel, "id": id }),
+            Some("open") => json!({ "type": "opened", "channel": channel, "id": id }),
+            Some("action") => {
+                ws.close(self.code, self.reason).expect("a valid close code");
+                return;
+            }
+            _ => return,
+        };
+        let _ = ws.send_text(answer.to_string());
+    }
+}
+
+/// Serves [`Closer`] on 127.0.0.1:0; the receiver gets one `()` per connection.
+async fn closing_server(code: u16, reason: &'static str, when: CloseWhen) -> (String, UnboundedReceiver<()>) {
+    let (connections, accepted) = unbounded_channel();
+    let endpoint = ws::endpoint(
+        move |_| Closer {
+            code,
+            reason,
+            when,
+            connections: connections.clone(),
+        },
+        ws::Config::default(),
+    );
+    let app = axum::Router::new().route("/", endpoint);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("ws://{}/", listener.local_addr().expect("local addr"));
+    tokio::spawn(switchboard::http::serve(listener, app, Shutdown::new()));
+    (url, accepted)
+}
+
+/// A close code in 4500–4999 means "do not reconnect": the client ends exactly as with reconnect
+/// off (state `Closed`, the waiting call fails, channels close, subscriptions end), and keeps the
+/// server's code and reason.
+#[tokio::test]
+async fn a_close_code_from_4500_ends_the_client_for_good() {
+    let (url, mut accepted) = closing_server(4501, "banned", CloseWhen::Action).await;
+    let client = Client::connect(&url, fast_config()).await.expect("connect");
+    next(&mut accepted).await;
+    let mut ticker = client.subscribe("ticker", json!({})).await.expect("subscribe");
+    let chat = client.open("chat", json!({})).await.expect("open");
+    assert_eq!(client.server_close(), None);
+
+    let banned = ServerClose {
+        code: 4501,
+        reason: "banned".into(),
+    };
+    // The server answers this action by closing the connection with 4501.
+    let waiting = client.action("bye", json!({}), T).await;
+    assert_eq!(waiting, Err(ClientError::ServerClosed(banned.clone())));
+    wait_state(&client, ConnectionState::Closed).await;
+    tokio::time::timeout(T, client.closed()).await.expect("closed");
+    tokio::time::timeout(T, chat.closed()).await.expect("channel closed");
+    assert_eq!(
+        chat.close_reason().as_deref(),
+        Some("closed by the server: close code 4501 (banned)")
+    );
+    assert_eq!(tokio::time::timeout(T, ticker.next()).await.expect("ends"), None);
+    assert_eq!(client.server_close(), Some(banned.clone()));
+    assert!(banned.is_final());
+
+    // Later calls say why, and what to do.
+    let again = client.action("x", json!({}), T).await;
+    assert_eq!(again, Err(ClientError::ServerClosed(banned.clone())));
+    let text = again.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains("4501 (banned)") && text.contains("new client"), "{text}");
+    assert_eq!(
+        client.open("chat", json!({})).await.err(),
+        Some(ClientError::ServerClosed(banned))
+    );
+
+    // No reconnect: with these settings one would come within 20–40 ms; give it ten times that.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(accepted.try_recv().is_err(), "the client connected again");
+    assert_eq!(client.state(), ConnectionState::Closed);
+}
+
+/// The same when the server refuses the connection as soon as it opens.
+#[tokio::test]
+async fn a_close_code_from_4500_at_open_stops_after_one_connection() {
+    let (url, mut accepted) = closing_server(4999, "", CloseWhen::Open).await;
+    let client = Client::connect(&url, fast_config())
+        .await
+        .expect("the handshake succeeds");
+    wait_state(&client, ConnectionState::Closed).await;
+    next(&mut accepted).await;
+    assert_eq!(
+        client.server_close(),
+        Some(ServerClose {
+            code: 4999,
+            reason: String::new()
+        })
+    );
+    assert!(matches!(
+        client.wait_open(T).await,
+        Err(ClientError::ServerClosed(ServerClose { code: 4999, .. }))
+    ));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(accepted.try_recv().is_err(), "the client connected again");
+}
+
+/// A close code in 4000–4499 means "reconnect with backoff", as after any drop.
+#[tokio::test]
+async fn a_close_code_from_4000_to_4499_reconnects() {
+    let (url, mut accepted) = closing_server(4001, "try again later", CloseWhen::Open).await;
+    let client = Client::connect(&url, fast_config()).await.expect("connect");
+    next(&mut accepted).await;
+    next(&mut accepted).await;
+    assert_ne!(client.state(), ConnectionState::Closed);
+    let close = client.server_close().expect("the server's close is kept");
+    assert_eq!(
+        close,
+        ServerClose {
+            code: 4001,
+            reason: "try again later".into()
+        }
+    );
+    assert!(!close.is_final());
+    client.close();
+    tokio::time::timeout(T, client.closed()).await.expect("closed");
+    assert_eq!(
+        client.server_close().map(|c| c.code),
+        Some(4001),
+        "our own close is not the server's"
     );
 }

@@ -268,8 +268,9 @@ impl ClientChannel {
             return false;
         }
         *self.inner.close_reason.lock() = Some(reason.to_owned());
+        // Pending requests learn whether the connection dropped or the server closed it for good.
         let error = match error {
-            ClientError::Disconnected => ClientError::Disconnected,
+            ClientError::Disconnected | ClientError::ServerClosed(_) => error,
             _ => self.closed_error(),
         };
         self.inner.pending.close(|| error.clone());

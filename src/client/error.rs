@@ -1,5 +1,6 @@
 //! Why a client operation failed.
 
+use super::ServerClose;
 use std::time::Duration;
 
 /// Why a client operation failed.
@@ -39,6 +40,12 @@ pub enum ClientError {
     /// The server answered with an error (its text, e.g. `Channel 'x' not found.` or `Denied`).
     #[error("{0}")]
     Remote(String),
+    /// The server closed the connection with a code in 4500–4999 ("do not reconnect",
+    /// [`NO_RECONNECT_CODES`](super::NO_RECONNECT_CODES)): the client is closed for good and every
+    /// call fails with this error. The reason says why (e.g. an expired token): remove the cause,
+    /// then connect a new [`Client`](super::Client).
+    #[error("the server closed the connection for good ({0}): the client does not reconnect; remove the cause, then connect a new client")]
+    ServerClosed(ServerClose),
     /// The payload could not be serialized to JSON.
     #[error("could not serialize the payload: {0}")]
     Encode(String),

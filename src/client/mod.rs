@@ -13,6 +13,12 @@
 //! parameters (their handlers stay registered). Server-opened channels close on a drop (the
 //! server opens them again on the new connection). [`Client::watch_state`] shows the state.
 //!
+//! The server's close code decides (PROTOCOL.md, "Close codes"): 4500–4999
+//! ([`NO_RECONNECT_CODES`]) mean "do not reconnect": the client then closes for good, as with
+//! reconnect off, calls fail with [`ClientError::ServerClosed`], and [`Client::server_close`]
+//! keeps the code and reason. Every other close (4000–4499 included) and a dropped connection
+//! reconnect.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), switchboard::client::ClientError> {
 //! use serde_json::json;
@@ -29,9 +35,11 @@
 //! ```
 
 //! The files follow the data path: `reader.rs` reads the server's messages into `state.rs` (what
-//! the client knows and waits for), `reconnect.rs` keeps the connection up; `subscription.rs` and
-//! `duplex.rs` are the handles an application holds.
+//! the client knows and waits for), `reconnect.rs` keeps the connection up (`close.rs`: which
+//! close codes end it for good); `subscription.rs` and `duplex.rs` are the handles an application
+//! holds.
 
+mod close;
 mod duplex;
 mod error;
 mod reader;
@@ -39,6 +47,7 @@ mod reconnect;
 mod state;
 mod subscription;
 
+pub use close::{ServerClose, NO_RECONNECT_CODES, RECONNECT_CODES};
 pub use duplex::{ChannelState, ClientChannel, Remover};
 pub use error::ClientError;
 pub use subscription::Subscription;
@@ -58,14 +67,16 @@ pub enum ConnectionState {
     Connecting,
     /// Connected.
     Open,
-    /// Closed for good: [`Client::close`], all handles dropped, or a drop with reconnect off.
+    /// Closed for good: [`Client::close`], all handles dropped, a drop with reconnect off, or a
+    /// server close with a code in 4500–4999 (see [`Client::server_close`]).
     Closed,
 }
 
 /// How the client connects and reconnects.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Reconnect after the connection drops. Default true.
+    /// Reconnect after the connection drops. Default true. Even so, a server close with a code in
+    /// 4500–4999 ([`NO_RECONNECT_CODES`]) is never followed by a reconnect.
     pub reconnect: bool,
     /// The first reconnect delay (before jitter). Default 500 ms.
     pub min_delay: Duration,
@@ -132,15 +143,17 @@ impl ClientBuilder {
     /// Connects (the first attempt must succeed) and keeps the connection up from then on.
     pub async fn connect(self) -> Result<Client, ClientError> {
         let shared = Arc::new(ClientState::new(self.url, self.config, self.on_channel));
+        // Subscribed before connecting, so it sees every change the connection makes.
+        let mut state = shared.state.subscribe();
         let handler = reader::Reader::new(shared.clone());
         let ws = crate::ws::connect(&shared.url, handler, shared.config.ws.clone())
             .await
             .map_err(|e| ClientError::Connect(e.to_string()))?;
         // The connection task marks the client open (in `on_open`) right after the handshake:
-        // return once it has, so `state()` is `Open` for the caller.
-        let mut state = shared.state.subscribe();
-        let open = state.wait_for(|s| *s != ConnectionState::Connecting);
-        let _ = tokio::time::timeout(shared.config.ws.handshake_timeout, open).await;
+        // return once it has, so `state()` is `Open` for the caller. Waiting for that change
+        // rather than for a state other than `Connecting`: a server that closes the connection
+        // at once (say with 4001, "reconnect") may have put it back to `Connecting` already.
+        let _ = tokio::time::timeout(shared.config.ws.handshake_timeout, state.changed()).await;
         drop(state);
         tokio::spawn(reconnect::supervise(shared.clone(), ws));
         Ok(Client {
@@ -171,6 +184,26 @@ impl Client {
     /// The connection's state now.
     pub fn state(&self) -> ConnectionState {
         *self.shared().state.borrow()
+    }
+
+    /// The close code and reason of the last close frame the server sent, on any connection of
+    /// this client; `None` while the server has closed none (a connection that dropped without a
+    /// close frame, or that this client closed, leaves it as it was).
+    ///
+    /// When the state is [`ConnectionState::Closed`] and
+    /// [`is_final`](ServerClose::is_final) is true, the server ended the client for good (a code in
+    /// 4500–4999): the reason says why, and a new [`Client`] is needed once the cause is removed.
+    ///
+    /// ```no_run
+    /// # async fn run(client: switchboard::client::Client) {
+    /// client.closed().await;
+    /// if let Some(close) = client.server_close().filter(|c| c.is_final()) {
+    ///     eprintln!("the server will not have us back: {} {}", close.code, close.reason);
+    /// }
+    /// # }
+    /// ```
+    pub fn server_close(&self) -> Option<ServerClose> {
+        self.shared().server_close()
     }
 
     /// A receiver of the connection's state, to watch it change.
@@ -323,7 +356,8 @@ impl Client {
         self.shared().shutdown.send_replace(true);
     }
 
-    /// Waits until the client is closed for good.
+    /// Waits until the client is closed for good ([`Client::close`], or a server close with a code
+    /// in 4500–4999: see [`Client::server_close`]).
     pub async fn closed(&self) {
         let mut rx = self.shared().state.subscribe();
         let _ = rx.wait_for(|s| *s == ConnectionState::Closed).await;

@@ -3,7 +3,7 @@
 
 use super::duplex::{send_reply, ChannelState, ClientChannel};
 use super::state::ClientState;
-use super::ConnectionState;
+use super::{ConnectionState, NO_RECONNECT_CODES};
 use crate::protocol::{text, DuplexMessage, ServerMessage};
 use crate::ws::{CloseFrame, Handler, Text, WebSocket};
 use serde_json::Value;
@@ -117,8 +117,14 @@ impl Handler for Reader {
     }
 
     async fn on_close(&mut self, ws: &WebSocket, close: CloseFrame) {
-        tracing::debug!(code = close.code, reason = %close.reason, "client connection ended");
-        let reconnecting = self.shared.config.reconnect && !self.shared.is_shutting_down();
+        tracing::debug!(code = close.code, reason = %close.reason, by_peer = close.by_peer, "client connection ended");
+        self.shared.record_close(&close);
+        // A close code in 4500–4999 from the server means "do not reconnect".
+        let refused = close.by_peer && NO_RECONNECT_CODES.contains(&close.code);
+        if refused {
+            tracing::info!(code = close.code, reason = %close.reason, "the server closed the connection for good: not reconnecting");
+        }
+        let reconnecting = self.shared.config.reconnect && !self.shared.is_shutting_down() && !refused;
         self.shared.on_disconnect(ws, reconnecting);
     }
 }

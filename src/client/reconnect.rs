@@ -1,5 +1,6 @@
 //! Keeping the client connected: the task that waits for the connection to end and reconnects
-//! with jittered exponential backoff, until the client is closed.
+//! with jittered exponential backoff, until the client is closed or the server closes the
+//! connection with a "do not reconnect" code (4500–4999).
 
 use super::reader::Reader;
 use super::state::ClientState;
@@ -22,7 +23,7 @@ async fn triggered(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 /// Keeps the client connected until it is closed: waits for the connection to end, then
-/// reconnects with backoff (when enabled).
+/// reconnects with backoff (when enabled, and unless the server's close code said not to).
 pub(crate) async fn supervise(shared: Arc<ClientState>, mut ws: WebSocket) {
     let mut shutdown = shared.shutdown.subscribe();
     'connected: loop {
@@ -35,7 +36,9 @@ pub(crate) async fn supervise(shared: Arc<ClientState>, mut ws: WebSocket) {
                 break 'connected;
             }
         }
-        if shared.is_shutting_down() || !shared.config.reconnect {
+        // The reader has seen how the connection ended (`closed` waits for its `on_close`): a
+        // server close with a code in 4500–4999 ends the client as if reconnect were off.
+        if shared.is_shutting_down() || !shared.config.reconnect || shared.final_close().is_some() {
             break;
         }
         let mut attempt = 0;

@@ -3,10 +3,10 @@
 //! the server's answer, and the registries that are restored after a reconnect.
 
 use super::duplex::{ChannelState, ClientChannel};
-use super::{ClientConfig, ClientError, ConnectionState};
+use super::{ClientConfig, ClientError, ConnectionState, ServerClose};
 use crate::duplex::{Pending, Unanswered, Waiter};
 use crate::protocol::ClientMessage;
-use crate::ws::WebSocket;
+use crate::ws::{CloseFrame, WebSocket};
 use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -34,6 +34,8 @@ pub(crate) struct ClientState {
     pub shutdown: watch::Sender<bool>,
     /// The socket of the current connection, while it is open.
     pub ws: Mutex<Option<WebSocket>>,
+    /// The last close frame the server sent (on any connection of this client).
+    server_close: Mutex<Option<ServerClose>>,
     /// Ids of local subscriptions.
     next_sub: AtomicU64,
     /// Calls (subscribe, unsubscribe, action, open) waiting for the server's answer.
@@ -55,6 +57,7 @@ impl ClientState {
             state: watch::channel(ConnectionState::Connecting).0,
             shutdown: watch::channel(false).0,
             ws: Mutex::new(None),
+            server_close: Mutex::new(None),
             next_sub: AtomicU64::new(1),
             calls: Pending::default(),
             subs: Mutex::new(HashMap::new()),
@@ -70,6 +73,35 @@ impl ClientState {
 
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// Keeps the close frame of a connection that the server closed (not one that dropped
+    /// without a close frame, code 1006, nor one this side closed).
+    pub fn record_close(&self, close: &CloseFrame) {
+        if close.by_peer && close.code != 1006 {
+            *self.server_close.lock() = Some(ServerClose {
+                code: close.code,
+                reason: close.reason.clone(),
+            });
+        }
+    }
+
+    /// The last close frame the server sent.
+    pub fn server_close(&self) -> Option<ServerClose> {
+        self.server_close.lock().clone()
+    }
+
+    /// The server's close frame when it said "do not reconnect" (4500–4999): the client is done.
+    pub fn final_close(&self) -> Option<ServerClose> {
+        self.server_close().filter(ServerClose::is_final)
+    }
+
+    /// Why a call cannot be made on the closed client.
+    pub fn closed_error(&self) -> ClientError {
+        match self.final_close() {
+            Some(close) => ClientError::ServerClosed(close),
+            None => ClientError::Closed("client".into()),
+        }
     }
 
     /// Queues `message` on the current connection.
@@ -95,7 +127,7 @@ impl ClientState {
         };
         match state {
             ConnectionState::Open => Ok(()),
-            _ => Err(ClientError::Closed("client".into())),
+            _ => Err(self.closed_error()),
         }
     }
 
@@ -139,9 +171,9 @@ impl ClientState {
         id.is_some_and(|id| self.calls.resolve(id, answer.map_err(ClientError::Remote)))
     }
 
-    /// Fails every waiting call with `Disconnected`.
-    pub fn fail_calls(&self) {
-        self.calls.fail_all(|| ClientError::Disconnected);
+    /// Fails every waiting call with `error`.
+    pub fn fail_calls(&self, error: &ClientError) {
+        self.calls.fail_all(|| error.clone());
     }
 
     /// Hands a publication to every local subscription of `channel`.
@@ -190,7 +222,8 @@ impl ClientState {
     }
 
     /// The connection ended: waiting calls fail, server-opened channels close, client-opened
-    /// ones wait to be re-opened (or close, when the client will not reconnect).
+    /// ones wait to be re-opened (or close, when the client will not reconnect). After a close
+    /// that says "do not reconnect", calls and channels fail with [`ClientError::ServerClosed`].
     pub fn on_disconnect(&self, ws: &WebSocket, reconnecting: bool) {
         {
             let mut current = self.ws.lock();
@@ -198,13 +231,20 @@ impl ClientState {
                 *current = None;
             }
         }
-        self.fail_calls();
+        let (error, reason) = match self.final_close().filter(|_| !reconnecting) {
+            Some(close) => {
+                let reason = format!("closed by the server: {close}");
+                (ClientError::ServerClosed(close), reason)
+            }
+            None => (ClientError::Disconnected, "connection lost".to_owned()),
+        };
+        self.fail_calls(&error);
         let channels: Vec<ClientChannel> = self.channels.lock().values().cloned().collect();
         for channel in channels {
             if reconnecting && !channel.is_server_opened() {
                 channel.disconnected();
             } else {
-                channel.shut(ClientError::Disconnected, "connection lost");
+                channel.shut(error.clone(), &reason);
             }
         }
         if !reconnecting {
@@ -220,7 +260,10 @@ impl ClientState {
     /// The client is done for good: everything still open is closed.
     pub fn finish(&self) {
         self.ws.lock().take();
-        self.fail_calls();
+        let error = self
+            .final_close()
+            .map_or(ClientError::Disconnected, ClientError::ServerClosed);
+        self.fail_calls(&error);
         let channels: Vec<ClientChannel> = self.channels.lock().drain().map(|(_, c)| c).collect();
         for channel in channels {
             channel.shut(ClientError::Closed(channel.name().to_owned()), "client closed");

@@ -6,7 +6,9 @@
  *  - Pulse-style bidirectional channels: `channel(name, params)` returns a bridge with
  *    `on` / `emit` / `request` / `close`.
  * The socket reconnects with jittered exponential backoff; every subscription is re-subscribed and
- * every channel re-opened after a reconnect. Zero runtime dependencies.
+ * every channel re-opened after a reconnect. A server close with a code in 4500–4999 means "do not
+ * reconnect": the client then stops as after `close()` (4000–4499 and every other close reconnect).
+ * Zero runtime dependencies.
  */
 
 /** Connection state reported by {@link Client.onState}. */
@@ -106,6 +108,14 @@ export interface Bridge {
 
 export interface Client {
   readonly state: ConnectionState;
+  /**
+   * The code of the last close frame the server sent (undefined until the server closes a
+   * connection; a socket that dropped without a close frame, 1006, leaves it as it was). A code in
+   * 4500–4999 stopped the client for good: state 'closed', no reconnect, calls reject with ClosedError.
+   */
+  readonly closeCode?: number;
+  /** The reason text of that close frame ('' when it had none). */
+  readonly closeReason?: string;
   /** Subscribe to a pub/sub channel; returns the unsubscribe function. */
   subscribe(channel: string, params: Record<string, unknown> | undefined, onData: (data: any) => void, options?: SubscribeOptions): () => void;
   /** Call a server action; resolves with its result. */
@@ -121,6 +131,9 @@ export interface Client {
   /** Close the socket for good: no reconnect; pending requests reject with ClosedError. */
   close(): void;
 }
+
+/** A close code from the server in 4500–4999: do not reconnect (4000–4499: reconnect with backoff). */
+const isFinal = (code: number) => code >= 4500 && code <= 4999;
 
 interface Pending {
   ok: (value: any) => void;
@@ -241,6 +254,10 @@ class BridgeImpl implements Bridge {
 
 class ClientImpl implements Client {
   state: ConnectionState = 'closed';
+  closeCode?: number;
+  closeReason?: string;
+  /** Why the client stopped, when the server told it not to reconnect: the ClosedError text. */
+  private why?: string;
   private ws: WebSocketLike | null = null;
   private seq = 0;
   private attempt = 0;
@@ -314,8 +331,18 @@ class ClientImpl implements Client {
       if (msg && typeof msg === 'object') this.receive(msg);
     };
     // an error always ends the socket (some implementations report no close after a failed handshake)
-    ws.onerror = ws.onclose = () => {
+    ws.onerror = ws.onclose = (ev) => {
       if (this.ws !== ws) return;
+      // a close frame from the server (an error event has no code; 1006: dropped without a frame)
+      const code = ev?.code;
+      if (typeof code === 'number' && code !== 1006) {
+        const reason = (this.closeReason = String(ev.reason ?? ''));
+        this.closeCode = code;
+        if (isFinal(code)) {
+          this.stopped = true;
+          this.why = `Connection closed by the server for good (code ${code}${reason && ': ' + reason}): not reconnecting; connect a new client once the cause is removed`;
+        }
+      }
       this.dropped();
       try {
         ws.close();
@@ -331,10 +358,10 @@ class ClientImpl implements Client {
     this.outbox = [];
     this.asks.clear();
     this.live.clear();
-    this.failPending(() => 1, 'Connection closed');
+    this.failPending(() => 1, this.why ?? 'Connection closed');
     for (const chan of [...this.chans.values()]) {
       chan.queue = [];
-      if (chan.remote || this.stopped || !this.o.reconnect) this.endChan(chan, 'connection closed');
+      if (chan.remote || this.stopped || !this.o.reconnect) this.endChan(chan, this.why ?? 'connection closed');
       else chan.state = 'connecting';
     }
     this.setState('closed');
@@ -371,7 +398,7 @@ class ClientImpl implements Client {
 
   /** Send `msg` with a fresh id and wait for its answer. */
   ask<T>(msg: Msg, options: RequestOptions | undefined, b?: BridgeImpl): Promise<T> {
-    if (this.stopped) return Promise.reject(new ClosedError());
+    if (this.stopped) return Promise.reject(new ClosedError(this.why));
     return new Promise<T>((ok, fail) => {
       const id = this.nextId();
       const key = String(id);
@@ -567,7 +594,7 @@ class ClientImpl implements Client {
       }
     }
     const bridge = new BridgeImpl(chan, this);
-    if (chan.state === 'closed') bridge.end('Connection closed');
+    if (chan.state === 'closed') bridge.end(this.why ?? 'Connection closed');
     else chan.bridges.add(bridge);
     return bridge;
   }
