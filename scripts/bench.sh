@@ -8,7 +8,8 @@
 #   (latency: only the fixed-rate fan-out cases, which fanout runs last; compare: fan-out 1k x 64 B and
 #   idle memory, the two figures a change must not regress — run it with
 #   SERVERS="switchboard-base switchboard" BASELINE_DIR=DIR, DIR holding an older build's socketapi_docs
-#   and echo, to interleave old and new builds)
+#   and echo, to interleave old and new builds; COMPARE_IDLE=0 for the fan-out alone,
+#   COMPARE_MESSAGES=N publications per fan-out run, 2000 by default)
 #
 # Results: one JSON line per measurement appended to target/bench/results.jsonl (the loadgen's
 # line plus "session"), then a markdown table (medians, ratios vs Switchboard) on stdout.
@@ -185,8 +186,10 @@ echo_() {
 compare() {
   local n=$MAX_CONNS
   [ $QUICK = 1 ] && n=2000
-  each pubsub fanout --subs 1000 --size 64 --messages 2000 --publish-secs 20 --max-secs 240
-  each pubsub idle --conns "$n" --settle-secs 3 --max-secs 240
+  [ "${COMPARE_IDLE:-1}" = 1 ] || n=0
+  each pubsub fanout --subs 1000 --size 64 --messages "${COMPARE_MESSAGES:-2000}" --publish-secs 20 --max-secs 240
+  [ "$n" -gt 0 ] && each pubsub idle --conns "$n" --settle-secs 3 --max-secs 240
+  return 0
 }
 
 case "$SCENARIO" in
