@@ -27,8 +27,10 @@ stage "system packages" bash scripts/setup.sh
 stage "python packages" setup_python
 export PATH="$ROOT/target/py/bin:$PATH"
 stage "build (release)" cargo build --release --bins --examples
-export SWITCHBOARD_BIN="$ROOT/target/release/switchboard"
-export SWITCHBOARD_EXAMPLES_DIR="$ROOT/target/release/examples"
+# Where cargo puts the binaries (CARGO_TARGET_DIR lets a clean clone reuse an existing build).
+RELEASE="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+export SWITCHBOARD_BIN="$RELEASE/switchboard"
+export SWITCHBOARD_EXAMPLES_DIR="$RELEASE/examples"
 stage "cargo test" cargo test --release --all-targets
 stage "doc tests" cargo test --release --doc
 stage "autobahn" bash scripts/autobahn.sh
