@@ -1,14 +1,21 @@
-//! The in-memory broker, the default: publications go straight to this node's hub.
+//! The in-memory broker, the default: publications go straight to this node's hub; streams of
+//! history topics are kept in the process (`stream.rs`), lost with it (a restarted node has new
+//! epochs).
 
-use super::{Broker, BrokerError, Delivery};
+use super::stream::MemoryStreams;
+use super::{Broker, BrokerError, Delivery, HistoryPolicy, StreamRead};
 use crate::ws::Text;
 use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
 use std::sync::OnceLock;
 
 /// The default broker: delivers in-process, nothing to configure.
 #[derive(Default)]
 pub struct MemoryBroker {
     delivery: OnceLock<Delivery>,
+    /// Held while a publication is appended *and delivered*, so that one topic's publications
+    /// reach the hub in offset order.
+    streams: Mutex<MemoryStreams>,
 }
 
 impl MemoryBroker {
@@ -35,4 +42,30 @@ impl Broker for MemoryBroker {
     }
 
     fn unsubscribe(&self, _topic: &str) {}
+
+    fn publish_to_stream(
+        &self,
+        topic: &str,
+        head: String,
+        policy: HistoryPolicy,
+    ) -> BoxFuture<'static, Result<u64, BrokerError>> {
+        let mut streams = self.streams.lock();
+        let (offset, message) = streams.append(topic, &head, policy);
+        if let Some(delivery) = self.delivery.get() {
+            delivery.deliver_text(topic, &message);
+        }
+        drop(streams);
+        Box::pin(std::future::ready(Ok(offset)))
+    }
+
+    fn read_stream(
+        &self,
+        topic: &str,
+        since: Option<u64>,
+        limit: usize,
+        policy: HistoryPolicy,
+    ) -> BoxFuture<'static, Result<StreamRead, BrokerError>> {
+        let read = self.streams.lock().read(topic, since, limit, policy);
+        Box::pin(std::future::ready(Ok(read)))
+    }
 }

@@ -12,10 +12,12 @@
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+mod stream;
 
 pub use memory::MemoryBroker;
 #[cfg(feature = "redis")]
 pub use redis::RedisBroker;
+pub use stream::{HistoryPolicy, StreamPosition, StreamRead};
 
 use crate::node::Hub;
 use crate::ws::Text;
@@ -76,4 +78,38 @@ pub trait Broker: Send + Sync + 'static {
     /// This node no longer has subscribers for `topic`. Must not block (called under the topic's
     /// lock, like [`subscribe`](Self::subscribe)).
     fn unsubscribe(&self, topic: &str);
+
+    /// Publishes on a topic that keeps history: in one atomic step, assigns the stream's next
+    /// offset `N`, completes the message as `head` + `,"offset":N}`, appends it to the stream
+    /// (trimmed to `policy`) and sends it to every node subscribed to `topic`, in offset order.
+    /// `head` is an encoded `data` message without its closing brace. Returns `N`.
+    ///
+    /// A broker without history keeps the default, which refuses.
+    fn publish_to_stream(
+        &self,
+        topic: &str,
+        head: String,
+        policy: HistoryPolicy,
+    ) -> BoxFuture<'static, Result<u64, BrokerError>> {
+        let _ = (topic, head, policy);
+        Box::pin(std::future::ready(Err(BrokerError(
+            "this broker keeps no history".into(),
+        ))))
+    }
+
+    /// Reads `topic`'s stream: the publications after offset `since` (all kept ones if `None`),
+    /// at most `limit` (the newest `limit` when `since` is `None`), oldest first, and the stream's
+    /// position. An unknown topic is an empty stream with a new epoch.
+    fn read_stream(
+        &self,
+        topic: &str,
+        since: Option<u64>,
+        limit: usize,
+        policy: HistoryPolicy,
+    ) -> BoxFuture<'static, Result<StreamRead, BrokerError>> {
+        let _ = (topic, since, limit, policy);
+        Box::pin(std::future::ready(Err(BrokerError(
+            "this broker keeps no history".into(),
+        ))))
+    }
 }

@@ -240,6 +240,7 @@ impl Client {
             channel: channel.to_owned(),
             data: Some(params),
             id: None,
+            recover: None,
         };
         let what = format!("subscribe to '{channel}'");
         match shared.call(message, shared.config.request_timeout, what).await {

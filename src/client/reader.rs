@@ -22,7 +22,7 @@ impl Reader {
     fn handle(&self, ws: &WebSocket, message: ServerMessage) {
         let shared = &self.shared;
         match message {
-            ServerMessage::Data { channel, data } => shared.publish(&channel, &data),
+            ServerMessage::Data { channel, data, .. } => shared.publish(&channel, &data),
             ServerMessage::Subscribed { id, .. } | ServerMessage::Unsubscribed { id, .. } => {
                 shared.resolve(id.as_ref(), Ok(Value::Null));
             }
@@ -35,6 +35,9 @@ impl Reader {
                 }
             }
             ServerMessage::Opened { channel, id } => self.opened(channel, id),
+            ServerMessage::History { id, .. } => {
+                shared.resolve(id.as_ref(), Ok(Value::Null));
+            }
             ServerMessage::Duplex(message) => self.duplex(ws, message),
         }
     }

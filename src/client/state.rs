@@ -291,6 +291,7 @@ impl ClientState {
                 channel: channel.clone(),
                 data: Some(params.clone()),
                 id: None,
+                recover: None,
             };
             let Ok(waiter) = self.start_call(subscribe) else {
                 return;

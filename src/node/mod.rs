@@ -10,9 +10,9 @@ mod broadcast;
 mod hub;
 mod metrics;
 
-pub(crate) use hub::Hub;
+pub(crate) use hub::{Ack, Hub, StreamJoin};
 
-use crate::broker::{Broker, BrokerError, Delivery, MemoryBroker};
+use crate::broker::{Broker, BrokerError, Delivery, MemoryBroker, StreamRead};
 use crate::protocol::ServerMessage;
 use crate::router::{topic, ActionDef, Authorizer, ChannelDef, ConnectHook, RouteDef};
 use crate::session::Session;
@@ -237,7 +237,7 @@ impl Node {
             .prepare(params)
             .map_err(|_| PublishError::InvalidParams(channel.to_owned()))?;
         let data = prepared.data.await.map_err(PublishError::Failed)?;
-        self.publish_data(channel, &prepared.key, &data).await
+        self.publish_data(def, &prepared.key, &data).await
     }
 
     /// Bidirectional channels open on this node's connections (for leak checks; also in `/metrics`).
@@ -245,10 +245,20 @@ impl Node {
         self.inner.counters.duplex_channels.load(Ordering::Relaxed)
     }
 
-    /// Encodes a publication once and hands it to the broker.
-    pub(crate) async fn publish_data(&self, channel: &str, key: &str, data: &Value) -> Result<(), PublishError> {
-        let message = Text::from(ServerMessage::data_envelope(channel, data).encode());
-        let result = self.inner.broker.publish(&topic(channel, key), message).await;
+    /// Encodes a publication once and hands it to the broker; on a history channel the broker
+    /// completes it with the stream's next offset.
+    pub(crate) async fn publish_data(&self, def: &ChannelDef, key: &str, data: &Value) -> Result<(), PublishError> {
+        let mut message = ServerMessage::data_envelope(&def.name, data).encode();
+        let topic = topic(&def.name, key);
+        let result = match def.history {
+            None => self.inner.broker.publish(&topic, Text::from(message)).await,
+            Some(history) => {
+                // `{…,"data":…}` without its brace: the broker appends `,"offset":N}`.
+                message.pop();
+                let published = self.inner.broker.publish_to_stream(&topic, message, history.policy);
+                published.await.map(drop)
+            }
+        };
         let counters = &self.inner.counters;
         match result {
             Ok(()) => counters.publications.fetch_add(1, Ordering::Relaxed),
@@ -260,8 +270,22 @@ impl Node {
     /// Adds `ws` to `topic`'s subscribers once the broker carries the topic's publications, and
     /// queues `ack` to it in the same step, so the client sees the acknowledgement before any
     /// publication. See [`Hub::join`] for how joins and leaves of one topic are serialised.
-    pub(crate) async fn join(&self, topic: &str, ws: &WebSocket, ack: Text) -> Result<(), BrokerError> {
+    pub(crate) async fn join(&self, topic: &str, ws: &WebSocket, ack: Ack) -> Result<(), BrokerError> {
         self.inner.hub.join(topic, ws, ack, &*self.inner.broker).await
+    }
+
+    /// Reads a history topic's stream (see [`Broker::read_stream`]).
+    pub(crate) async fn read_stream(
+        &self,
+        def: &ChannelDef,
+        topic: &str,
+        since: Option<u64>,
+        limit: usize,
+    ) -> Result<StreamRead, BrokerError> {
+        let Some(history) = def.history else {
+            return Err(BrokerError(format!("channel '{}' keeps no history", def.name)));
+        };
+        self.inner.broker.read_stream(topic, since, limit, history.policy).await
     }
 
     /// Removes `ws` from `topic`'s subscribers; the broker drops the topic with its last one.

@@ -9,6 +9,21 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::borrow::Cow;
 
+/// A place in a topic's stream: the offset of a publication (or of the newest one) and the
+/// stream's epoch, which changes whenever the stream's past was lost.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// One publication of a history reply.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub(crate) struct Publication {
+    pub offset: u64,
+    pub data: Value,
+}
+
 #[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
 pub(crate) struct Envelope<'a> {
     #[serde(rename = "type")]
@@ -31,6 +46,22 @@ pub(crate) struct Envelope<'a> {
     pub reason: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Cow<'a, Value>>,
+    // History (PROTOCOL.md, "History and recovery"). `offset` comes right after `data` and `id`:
+    // in a publication it is the last field, so a broker can append it to an encoded head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recover: Option<Cow<'a, Position>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Cow<'a, Position>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publications: Option<Cow<'a, [Publication]>>,
 }
 
 impl<'a> Envelope<'a> {

@@ -3,7 +3,7 @@
 //! ([`DuplexMessage`]). Each encodes through [`Envelope`]; each is parsed back by the side that
 //! receives it.
 
-use super::envelope::{borrowed, Envelope};
+use super::envelope::{borrowed, Envelope, Position, Publication};
 use super::text;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -11,11 +11,21 @@ use std::borrow::Cow;
 /// A message from a client.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum ClientMessage {
-    /// Join a pub/sub channel; `data` holds the subscribe-time parameters.
+    /// Join a pub/sub channel; `data` holds the subscribe-time parameters. On a history channel,
+    /// `recover` asks for the publications after that position.
     Subscribe {
         channel: String,
         data: Option<Value>,
         id: Option<Value>,
+        recover: Option<Position>,
+    },
+    /// Read a history channel's stream: the latest `limit`, or those after `since`.
+    History {
+        channel: String,
+        data: Option<Value>,
+        id: Option<Value>,
+        limit: Option<u64>,
+        since: Option<Position>,
     },
     /// Leave one subscription (with its parameters in `data`) or all of a channel.
     Unsubscribe {
@@ -75,12 +85,30 @@ pub(crate) enum ActionStatus {
 /// A message from the server.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum ServerMessage {
-    /// The subscription is live: every later publication on it is delivered.
-    Subscribed { channel: String, id: Option<Value> },
+    /// The subscription is live: every later publication on it is delivered. On a history
+    /// channel `position` is the stream's position when it became live (every publication with a
+    /// greater offset follows), and `recovered` answers a `recover`.
+    Subscribed {
+        channel: String,
+        id: Option<Value>,
+        position: Option<Position>,
+        recovered: Option<bool>,
+    },
     /// The answer to `unsubscribe` (sent even when there was no such subscription).
     Unsubscribed { channel: String, id: Option<Value> },
-    /// A publication (or a channel's `default_response`).
-    Data { channel: String, data: Value },
+    /// A publication (or a channel's `default_response`); `offset` on a history channel.
+    Data {
+        channel: String,
+        data: Value,
+        offset: Option<u64>,
+    },
+    /// The answer to `history`: publications oldest first, and the stream's position.
+    History {
+        channel: String,
+        id: Option<Value>,
+        publications: Vec<Publication>,
+        position: Position,
+    },
     /// An action's result; `data` is absent when the action returned nothing.
     Action {
         channel: String,
@@ -150,7 +178,36 @@ impl ClientMessage {
         };
         let data = object.remove("data");
         Ok(match kind.as_str() {
-            "subscribe" => ClientMessage::Subscribe { channel, data, id },
+            "subscribe" => {
+                let recover = match position(&mut object, "recover") {
+                    Ok(recover) => recover,
+                    Err(message) => return Err(ParseError::new(message, Some(channel), id)),
+                };
+                ClientMessage::Subscribe {
+                    channel,
+                    data,
+                    id,
+                    recover,
+                }
+            }
+            "history" => {
+                let since = match position(&mut object, "since") {
+                    Ok(since) => since,
+                    Err(message) => return Err(ParseError::new(message, Some(channel), id)),
+                };
+                let limit = match object.remove("limit") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+                    Some(_) => return Err(ParseError::new(text::INVALID_LIMIT, Some(channel), id)),
+                };
+                ClientMessage::History {
+                    channel,
+                    data,
+                    id,
+                    limit,
+                    since,
+                }
+            }
             "unsubscribe" => ClientMessage::Unsubscribe { channel, data, id },
             "action" => ClientMessage::Action { channel, data, id },
             "open" => ClientMessage::Open { channel, data, id },
@@ -199,6 +256,7 @@ impl ClientMessage {
     pub fn set_id(&mut self, new: Value) {
         match self {
             ClientMessage::Subscribe { id, .. }
+            | ClientMessage::History { id, .. }
             | ClientMessage::Unsubscribe { id, .. }
             | ClientMessage::Action { id, .. }
             | ClientMessage::Open { id, .. }
@@ -211,7 +269,26 @@ impl ClientMessage {
     /// The message as its envelope (borrowing from it).
     pub fn envelope(&self) -> Envelope<'_> {
         match self {
-            ClientMessage::Subscribe { channel, data, id } => call("subscribe", channel, data.as_ref(), id.as_ref()),
+            ClientMessage::Subscribe {
+                channel,
+                data,
+                id,
+                recover,
+            } => Envelope {
+                recover: recover.as_ref().map(Cow::Borrowed),
+                ..call("subscribe", channel, data.as_ref(), id.as_ref())
+            },
+            ClientMessage::History {
+                channel,
+                data,
+                id,
+                limit,
+                since,
+            } => Envelope {
+                limit: *limit,
+                since: since.as_ref().map(Cow::Borrowed),
+                ..call("history", channel, data.as_ref(), id.as_ref())
+            },
             ClientMessage::Unsubscribe { channel, data, id } => {
                 call("unsubscribe", channel, data.as_ref(), id.as_ref())
             }
@@ -349,10 +426,30 @@ impl ServerMessage {
     /// The message as its envelope (borrowing from it).
     pub fn envelope(&self) -> Envelope<'_> {
         match self {
-            ServerMessage::Subscribed { channel, id } => call("subscribed", channel, None, id.as_ref()),
+            ServerMessage::Subscribed {
+                channel,
+                id,
+                position,
+                recovered,
+            } => Envelope {
+                recovered: *recovered,
+                ..with_position(call("subscribed", channel, None, id.as_ref()), position.as_ref())
+            },
+            ServerMessage::History {
+                channel,
+                id,
+                publications,
+                position,
+            } => Envelope {
+                publications: Some(Cow::Borrowed(publications)),
+                ..with_position(call("history", channel, None, id.as_ref()), Some(position))
+            },
             ServerMessage::Unsubscribed { channel, id } => call("unsubscribed", channel, None, id.as_ref()),
             ServerMessage::Opened { channel, id } => call("opened", channel, None, id.as_ref()),
-            ServerMessage::Data { channel, data } => Self::data_envelope(channel, data),
+            ServerMessage::Data { channel, data, offset } => Envelope {
+                offset: *offset,
+                ..Self::data_envelope(channel, data)
+            },
             ServerMessage::Action {
                 channel,
                 status: ActionStatus::Completed,
@@ -391,12 +488,24 @@ impl ServerMessage {
                 .ok_or_else(|| format!("'{}' without a channel", envelope.kind))
         };
         Ok(match envelope.kind.as_ref() {
-            "subscribed" => ServerMessage::Subscribed { channel: named()?, id },
+            "subscribed" => ServerMessage::Subscribed {
+                channel: named()?,
+                id,
+                position: stream_position(&envelope),
+                recovered: envelope.recovered,
+            },
+            "history" => ServerMessage::History {
+                channel: named()?,
+                id,
+                position: stream_position(&envelope).ok_or_else(|| "'history' without offset and epoch".to_owned())?,
+                publications: envelope.publications.clone().map(Cow::into_owned).unwrap_or_default(),
+            },
             "unsubscribed" => ServerMessage::Unsubscribed { channel: named()?, id },
             "opened" => ServerMessage::Opened { channel: named()?, id },
             "data" => ServerMessage::Data {
                 channel: named()?,
-                data: envelope.data.map(Cow::into_owned).unwrap_or(Value::Null),
+                data: envelope.data.clone().map(Cow::into_owned).unwrap_or(Value::Null),
+                offset: envelope.offset,
             },
             "action" => ServerMessage::Action {
                 channel: named()?,
@@ -411,6 +520,33 @@ impl ServerMessage {
             },
             _ => ServerMessage::Duplex(DuplexMessage::from_envelope(envelope)?),
         })
+    }
+}
+
+/// `offset` and `epoch` of an envelope, as a position (both or none).
+fn stream_position(envelope: &Envelope<'_>) -> Option<Position> {
+    Some(Position {
+        offset: envelope.offset?,
+        epoch: envelope.epoch.as_deref()?.to_owned(),
+    })
+}
+
+/// `envelope` with the `offset` and `epoch` of `position`.
+fn with_position<'a>(envelope: Envelope<'a>, position: Option<&'a Position>) -> Envelope<'a> {
+    Envelope {
+        offset: position.map(|p| p.offset),
+        epoch: position.map(|p| Cow::Borrowed(p.epoch.as_str())),
+        ..envelope
+    }
+}
+
+/// An optional `{"offset": N, "epoch": "E"}` field.
+fn position(object: &mut Map<String, Value>, key: &str) -> Result<Option<Position>, String> {
+    match object.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => serde_json::from_value(value)
+            .map(Some)
+            .map_err(|_| text::invalid_position(key)),
     }
 }
 

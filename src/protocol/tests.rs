@@ -67,6 +67,7 @@ fn every_example_of_protocol_md_parses_and_encodes_back() {
         "action",
         "error",
         "opened",
+        "history",
         "emit",
         "request",
         "reply",

@@ -49,3 +49,16 @@ pub fn no_handler(event: &str, channel: Option<&str>) -> String {
         None => format!("No handler for event '{event}'"),
     }
 }
+
+/// A `history` request whose `limit` is not a non-negative integer.
+pub const INVALID_LIMIT: &str = "Invalid limit: expected a non-negative integer.";
+
+/// A `recover` or `since` that is not a position.
+pub fn invalid_position(field: &str) -> String {
+    format!("Invalid {field}: expected {{\"offset\": N, \"epoch\": \"E\"}}.")
+}
+
+/// `recover` or `history` on a channel that keeps no history.
+pub fn no_history(channel: &str) -> String {
+    format!("Channel '{channel}' keeps no history.")
+}

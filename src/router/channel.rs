@@ -6,6 +6,7 @@
 //! with no subscribe-time parameters has one key, so every subscriber gets every broadcast.
 
 use super::params::{from_params, InvalidParams};
+use crate::broker::HistoryPolicy;
 use crate::node::NodeInner;
 use crate::PublishError;
 use futures_util::future::BoxFuture;
@@ -17,6 +18,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
 type DataFn<P> = Arc<dyn Fn(P) -> BoxFuture<'static, Result<Value, String>> + Send + Sync>;
 
@@ -48,7 +50,15 @@ pub struct Channel<P> {
     name: String,
     required: Vec<String>,
     default_response: bool,
+    history: Option<History>,
     func: DataFn<P>,
+}
+
+/// What a history channel keeps, and how much a recovery may replay.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct History {
+    pub policy: HistoryPolicy,
+    pub recovery_limit: usize,
 }
 
 impl<P> Channel<P>
@@ -72,6 +82,7 @@ where
             name: name.into(),
             required: Vec::new(),
             default_response: false,
+            history: None,
             func: Arc::new(move |params: P| {
                 let fut = func(params);
                 async move {
@@ -104,6 +115,36 @@ where
         self
     }
 
+    /// Keep history: the newest `size` publications of each topic (the channel plus its
+    /// subscribe-time parameters), each at most `ttl`. Publications then carry offsets, and clients
+    /// recover what they missed while disconnected (PROTOCOL.md, "History and recovery"). A
+    /// recovery replays at most `size` publications unless [`recovery_limit`](Self::recovery_limit)
+    /// says otherwise.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Feed { #[serde(default)] text: String }
+    /// let feed = switchboard::Channel::new("feed", |p: Feed| async move { Ok::<_, String>(p.text) })
+    ///     .history(1000, Duration::from_secs(300));
+    /// # let _ = feed;
+    /// ```
+    pub fn history(mut self, size: usize, ttl: Duration) -> Self {
+        self.history = Some(History {
+            policy: HistoryPolicy { size, ttl },
+            recovery_limit: size,
+        });
+        self
+    }
+
+    /// The most publications one recovery may replay (default: the history size); a client that
+    /// missed more is told `recovered: false`. Call after [`history`](Self::history).
+    pub fn recovery_limit(mut self, limit: usize) -> Self {
+        if let Some(history) = &mut self.history {
+            history.recovery_limit = limit;
+        }
+        self
+    }
+
     pub(crate) fn into_parts(self) -> (Arc<ChannelDef>, ChannelRef<P>) {
         let func = self.func.clone();
         let required = self.required.clone();
@@ -111,6 +152,7 @@ where
             name: self.name,
             required: self.required,
             default_response: self.default_response,
+            history: self.history,
             node: OnceLock::new(),
             prepare: Box::new(move |params: Value| {
                 let params: P = from_params(params)?;
@@ -141,6 +183,7 @@ pub(crate) struct ChannelDef {
     pub name: String,
     pub required: Vec<String>,
     pub default_response: bool,
+    pub history: Option<History>,
     /// Set when the router is mounted on a node.
     pub node: OnceLock<Weak<NodeInner>>,
     prepare: Box<dyn Fn(Value) -> Result<Prepared, InvalidParams> + Send + Sync>,
@@ -232,7 +275,7 @@ impl<P: Serialize + Send + 'static> ChannelRef<P> {
         let key = key_of(&params, &self.def.required);
         let data = (self.func)(params).await.map_err(PublishError::Failed)?;
         crate::node::Node::from_inner(node)
-            .publish_data(&self.def.name, &key, &data)
+            .publish_data(&self.def, &key, &data)
             .await
     }
 }

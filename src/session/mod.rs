@@ -7,9 +7,10 @@ mod connection;
 
 pub use connection::Connection;
 
+use crate::broker::{StreamPosition, StreamRead};
 use crate::duplex::Duplex;
-use crate::node::Node;
-use crate::protocol::{text, ActionStatus, ClientMessage, DuplexMessage, ServerMessage};
+use crate::node::{Ack, Node, StreamJoin};
+use crate::protocol::{text, ActionStatus, ClientMessage, DuplexMessage, Position, Publication, ServerMessage};
 use crate::router::{Access, ChannelDef};
 use crate::ws::{CloseFrame, Handler, Text, WebSocket};
 use serde_json::Value;
@@ -37,7 +38,19 @@ impl Session {
 
     async fn handle(&mut self, ws: &WebSocket, message: ClientMessage) {
         match message {
-            ClientMessage::Subscribe { channel, data, id } => self.subscribe(ws, channel, data, id).await,
+            ClientMessage::Subscribe {
+                channel,
+                data,
+                id,
+                recover,
+            } => self.subscribe(ws, channel, data, id, recover).await,
+            ClientMessage::History {
+                channel,
+                data,
+                id,
+                limit,
+                since,
+            } => self.history(ws, channel, data, id, limit, since).await,
             ClientMessage::Unsubscribe { channel, data, id } => self.unsubscribe(ws, channel, data, id),
             ClientMessage::Action { channel, data, id } => self.action(ws, channel, data, id).await,
             ClientMessage::Open { channel, data, id } => self.open(ws, channel, data, id),
@@ -45,33 +58,103 @@ impl Session {
         }
     }
 
-    async fn subscribe(&mut self, ws: &WebSocket, name: String, data: Option<Value>, id: Option<Value>) {
-        let Some(def) = self.node.inner.channels.get(&name).cloned() else {
-            return reply(ws, error(text::channel_not_found(&name), name, id));
+    /// The channel `name` and the topic `data` names, after SocketAPI's checks: the channel
+    /// exists, the subscribe-time parameters validate, and the channel function accepts them (its
+    /// result is returned: the `default_response`). On a refusal the error is already sent.
+    async fn topic_of(
+        &self,
+        ws: &WebSocket,
+        name: &str,
+        data: Option<&Value>,
+        id: &Option<Value>,
+        needs_history: bool,
+    ) -> Option<(Arc<ChannelDef>, String, Value)> {
+        let refuse = |message: String| reply(ws, error(message, name.to_owned(), id.clone()));
+        let Some(def) = self.node.inner.channels.get(name).cloned() else {
+            refuse(text::channel_not_found(name));
+            return None;
         };
-        let prepared = match def
-            .subscribe_params(data.as_ref())
-            .and_then(|params| def.prepare(params))
-        {
-            Ok(prepared) => prepared,
-            Err(_) => return reply(ws, error(text::invalid_params(&name), name, id)),
+        if needs_history && def.history.is_none() {
+            refuse(text::no_history(name));
+            return None;
+        }
+        let Ok(prepared) = def.subscribe_params(data).and_then(|params| def.prepare(params)) else {
+            refuse(text::invalid_params(name));
+            return None;
         };
         // SocketAPI calls the channel function on subscribe: its error rejects the subscription.
-        let initial = match prepared.data.await {
-            Ok(initial) => initial,
-            Err(message) => return reply(ws, error(message, name, id)),
-        };
-        let topic = def.topic(&prepared.key);
-        let subscribed = ServerMessage::Subscribed {
-            channel: name.clone(),
-            id: id.clone(),
-        };
+        match prepared.data.await {
+            Ok(initial) => Some((def.clone(), def.topic(&prepared.key), initial)),
+            Err(message) => {
+                refuse(message);
+                None
+            }
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        ws: &WebSocket,
+        name: String,
+        data: Option<Value>,
+        id: Option<Value>,
+        recover: Option<Position>,
+    ) {
+        let topic = self.topic_of(ws, &name, data.as_ref(), &id, recover.is_some()).await;
+        let Some((def, topic, initial)) = topic else { return };
         if self.topics.contains(&topic) {
             // Already subscribed: answer as before, without asking the broker again (which, if
-            // it were down, would report an error for a subscription that stays in place).
-            reply(ws, subscribed);
+            // it were down, would report an error for a subscription that stays in place). A
+            // history channel's answer carries the stream's position now.
+            let position = match def.history {
+                None => None,
+                Some(_) => match self.node.read_stream(&def, &topic, None, 0).await {
+                    Ok(read) => Some(position_of(&read.position)),
+                    Err(err) => return reply(ws, error(err.to_string(), name, id)),
+                },
+            };
+            reply(
+                ws,
+                ServerMessage::Subscribed {
+                    channel: name.clone(),
+                    id,
+                    position,
+                    recovered: None,
+                },
+            );
         } else {
-            if let Err(err) = self.node.join(&topic, ws, Text::from(subscribed.encode())).await {
+            let ack = match def.history {
+                None => Ack::Plain(Text::from(
+                    ServerMessage::Subscribed {
+                        channel: name.clone(),
+                        id: id.clone(),
+                        position: None,
+                        recovered: None,
+                    }
+                    .encode(),
+                )),
+                Some(history) => {
+                    let (channel, id) = (name.clone(), id.clone());
+                    Ack::Stream(StreamJoin {
+                        policy: history.policy,
+                        recover: recover.map(|p| StreamPosition {
+                            offset: p.offset,
+                            epoch: p.epoch,
+                        }),
+                        recovery_limit: history.recovery_limit,
+                        ack: Box::new(move |position, recovered| {
+                            let subscribed = ServerMessage::Subscribed {
+                                channel,
+                                id,
+                                position: Some(position_of(position)),
+                                recovered,
+                            };
+                            Text::from(subscribed.encode())
+                        }),
+                    })
+                }
+            };
+            if let Err(err) = self.node.join(&topic, ws, ack).await {
                 return reply(ws, error(err.to_string(), name, id));
             }
             self.topics.reserve_exact(1);
@@ -83,8 +166,41 @@ impl Session {
                 ServerMessage::Data {
                     channel: name,
                     data: initial,
+                    offset: None,
                 },
             );
+        }
+    }
+
+    /// `history`: the latest publications of a history topic, or those after `since`.
+    async fn history(
+        &mut self,
+        ws: &WebSocket,
+        name: String,
+        data: Option<Value>,
+        id: Option<Value>,
+        limit: Option<u64>,
+        since: Option<Position>,
+    ) {
+        let topic = self.topic_of(ws, &name, data.as_ref(), &id, true).await;
+        let Some((def, topic, _)) = topic else { return };
+        let Some(history) = def.history else { return };
+        let limit = limit.map_or(history.recovery_limit, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let limit = limit.min(history.policy.size);
+        let read = match &since {
+            // A `since` of another epoch continues nothing kept: the latest are sent.
+            Some(since) => match self.node.read_stream(&def, &topic, None, 0).await {
+                Ok(now) if now.position.epoch == since.epoch => {
+                    self.node.read_stream(&def, &topic, Some(since.offset), limit).await
+                }
+                Ok(_) => self.node.read_stream(&def, &topic, None, limit).await,
+                Err(err) => Err(err),
+            },
+            None => self.node.read_stream(&def, &topic, None, limit).await,
+        };
+        match read {
+            Ok(read) => reply(ws, history_reply(name, id, read)),
+            Err(err) => reply(ws, error(err.to_string(), name, id)),
         }
     }
 
@@ -249,6 +365,34 @@ fn belongs_to(topic: &str, def: &Arc<ChannelDef>) -> bool {
         || topic
             .strip_prefix(def.name.as_str())
             .is_some_and(|rest| rest.starts_with('#'))
+}
+
+fn position_of(position: &StreamPosition) -> Position {
+    Position {
+        offset: position.offset,
+        epoch: position.epoch.clone(),
+    }
+}
+
+/// The `history` reply: the kept messages read back as `{offset, data}`.
+fn history_reply(channel: String, id: Option<Value>, read: StreamRead) -> ServerMessage {
+    let publications = read
+        .publications
+        .iter()
+        .filter_map(|(offset, message)| {
+            let data = ServerMessage::parse(message.as_str()).ok().and_then(|m| match m {
+                ServerMessage::Data { data, .. } => Some(data),
+                _ => None,
+            })?;
+            Some(Publication { offset: *offset, data })
+        })
+        .collect();
+    ServerMessage::History {
+        channel,
+        id,
+        publications,
+        position: position_of(&read.position),
+    }
 }
 
 /// An `error` about the named channel or action.
