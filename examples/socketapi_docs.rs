@@ -21,6 +21,10 @@ struct Args {
     /// Share channels with other nodes through this broker (`redis://host:port`); in-memory when absent.
     #[arg(long, value_name = "URL")]
     broker: Option<String>,
+    /// Keep history on `chat` (this many publications, 300 s): what history costs, measured by
+    /// `scripts/bench.sh` as the server `switchboard-history`. Not part of SocketAPI's docs.
+    #[arg(long, value_name = "SIZE")]
+    chat_history: Option<usize>,
 }
 
 fn welcome() -> String {
@@ -82,11 +86,16 @@ struct Add {
 }
 
 /// The docs' channels and actions.
-fn router() -> Router {
+fn router(chat_history: Option<usize>) -> Router {
     let mut router = Router::new();
-    let chat = router.channel(Channel::new("chat", |p: Chat| async move {
+    let chat = Channel::new("chat", |p: Chat| async move {
         Ok::<_, String>(json!({ "message": p.message }))
-    }));
+    });
+    let chat = match chat_history {
+        Some(size) => chat.history(size, std::time::Duration::from_secs(300)),
+        None => chat,
+    };
+    let chat = router.channel(chat);
     router.channel(
         Channel::new("news", |_: News| async move {
             Ok::<_, String>(json!({ "headline": "Breaking News!" }))
@@ -140,13 +149,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let node = match &args.broker {
         Some(url) => match RedisBroker::connect(url).await {
-            Ok(broker) => Node::builder(router()).broker(broker).build(),
+            Ok(broker) => Node::builder(router(args.chat_history)).broker(broker).build(),
             Err(err) => {
                 eprintln!("socketapi_docs: {err}");
                 std::process::exit(1);
             }
         },
-        None => Node::new(router()),
+        None => Node::new(router(args.chat_history)),
     };
     let listener = switchboard::http::bind(&args.bind).await?;
     println!("socketapi_docs listening on ws://{}/", listener.local_addr()?);

@@ -8,7 +8,8 @@
 #   (latency: only the fixed-rate fan-out cases, which fanout runs last; compare: fan-out 1k x 64 B and
 #   idle memory, the two figures a change must not regress — run it with
 #   SERVERS="switchboard-base switchboard" BASELINE_DIR=DIR, DIR holding an older build's socketapi_docs
-#   and echo, to interleave old and new builds; COMPARE_IDLE=0 for the fan-out alone,
+#   and echo, to interleave old and new builds — or SERVERS="switchboard switchboard-history" for the
+#   cost of history on the same build; COMPARE_IDLE=0 for the fan-out alone,
 #   COMPARE_MESSAGES=N publications per fan-out run, 2000 by default)
 #
 # Results: one JSON line per measurement appended to target/bench/results.jsonl (the loadgen's
@@ -80,6 +81,10 @@ start_server() {
       if [ "$kind" = echo ]; then "$B/examples/echo" --bind "127.0.0.1:$PORT" >"$log" 2>&1 &
       else "$B/examples/socketapi_docs" --bind "127.0.0.1:$PORT" >"$log" 2>&1 &
       fi
+      SRV_PID=$!; URL=ws://127.0.0.1:$PORT/ ;;
+    switchboard-history)
+      # The same server with history on its `chat` channel (1000 publications, 300 s).
+      "$B/examples/socketapi_docs" --bind "127.0.0.1:$PORT" --chat-history 1000 >"$log" 2>&1 &
       SRV_PID=$!; URL=ws://127.0.0.1:$PORT/ ;;
     switchboard-base)
       # An older build, for before/after comparisons (BASELINE_DIR: its socketapi_docs and echo).
