@@ -6,6 +6,9 @@
 //!
 //! `cargo run --release --example bench_recovery -- --clients 1000 --missed 100`
 //!
+//! It first measures what an idle stream costs the in-memory broker: `--streams` topics of a keyed
+//! history channel get one publication each, and the process's RSS grows by the figure shown.
+//!
 //! Two setups: one node with the in-memory broker, and two nodes sharing Redis where the clients
 //! reconnect to the *other* node (they recover from the shared stream). Starts its own
 //! `redis-server` on a free loopback port unless `--redis redis://host:port` is given; everything
@@ -35,6 +38,49 @@ struct Args {
     /// Use this Redis server instead of starting one.
     #[arg(long)]
     redis: Option<String>,
+    /// Idle streams for the memory figure (0: skip it).
+    #[arg(long, default_value_t = 100_000)]
+    streams: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct UserFeed {
+    user_id: u64,
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// The in-memory broker's memory per idle stream holding one short publication.
+async fn stream_memory(streams: u64) -> Result<f64, Box<dyn std::error::Error>> {
+    let mut router = Router::new();
+    let user_feed = router.channel(
+        Channel::new("user_feed", |f: UserFeed| async move {
+            Ok::<_, String>(json!({ "user_id": f.user_id, "text": "a short message" }))
+        })
+        .required_on_subscribe(["user_id"])
+        .history(100, Duration::from_secs(300)),
+    );
+    let _node = Node::new(router);
+    // Warm up the allocator and the maps, then measure the next `streams` topics.
+    for user_id in 0..1000 {
+        user_feed.broadcast(UserFeed { user_id }).await?;
+    }
+    let before = rss_kib();
+    for user_id in 1000..1000 + streams {
+        user_feed.broadcast(UserFeed { user_id }).await?;
+    }
+    let after = rss_kib();
+    Ok((after.saturating_sub(before)) as f64 * 1024.0 / streams as f64)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -290,6 +336,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (url, Some(child))
         }
     };
+    if args.streams > 0 {
+        let bytes = stream_memory(args.streams).await?;
+        println!(
+            "memory per idle stream (in-memory broker, one ~70-byte publication kept): {bytes:.0} bytes ({} streams)",
+            args.streams
+        );
+    }
     println!(
         "recovery: {} clients drop, {} publications are missed, all reconnect at once; median of {} runs",
         args.clients, args.missed, args.runs

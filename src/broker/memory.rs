@@ -13,15 +13,23 @@ use std::sync::OnceLock;
 #[derive(Default)]
 pub struct MemoryBroker {
     delivery: OnceLock<Delivery>,
-    /// Held while a publication is appended *and delivered*, so that one topic's publications
-    /// reach the hub in offset order.
-    streams: Mutex<MemoryStreams>,
+    /// Streams, sharded by topic like the hub. A shard is held while a publication is appended
+    /// *and delivered*, so that one topic's publications reach the hub in offset order.
+    streams: [Mutex<MemoryStreams>; SHARDS],
 }
+
+const SHARDS: usize = 16;
 
 impl MemoryBroker {
     /// A new in-memory broker.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn streams(&self, topic: &str) -> &Mutex<MemoryStreams> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(topic, &mut hasher);
+        &self.streams[std::hash::Hasher::finish(&hasher) as usize % SHARDS]
     }
 }
 
@@ -49,7 +57,7 @@ impl Broker for MemoryBroker {
         head: String,
         policy: HistoryPolicy,
     ) -> BoxFuture<'static, Result<u64, BrokerError>> {
-        let mut streams = self.streams.lock();
+        let mut streams = self.streams(topic).lock();
         let (offset, message) = streams.append(topic, &head, policy);
         if let Some(delivery) = self.delivery.get() {
             delivery.deliver_text(topic, &message);
@@ -65,7 +73,7 @@ impl Broker for MemoryBroker {
         limit: usize,
         policy: HistoryPolicy,
     ) -> BoxFuture<'static, Result<StreamRead, BrokerError>> {
-        let read = self.streams.lock().read(topic, since, limit, policy);
+        let read = self.streams(topic).lock().read(topic, since, limit, policy);
         Box::pin(std::future::ready(Ok(read)))
     }
 }
