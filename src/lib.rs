@@ -50,7 +50,7 @@ pub mod ws;
 
 #[cfg(feature = "redis")]
 pub use broker::RedisBroker;
-pub use broker::{Broker, BrokerError, Delivery, MemoryBroker};
+pub use broker::{Broker, BrokerError, Delivery, HistoryPolicy, MemoryBroker, StreamPosition, StreamRead};
 pub use duplex::{Duplex, DuplexError, HandlerOutput, Remover};
 pub use node::{Node, NodeBuilder, PublishError};
 pub use publisher::Publisher;

@@ -57,6 +57,15 @@ impl Delivery {
     pub(crate) fn deliver_text(&self, topic: &str, message: &Text) -> usize {
         self.hub.deliver(topic, message)
     }
+
+    /// The broker's link to the other nodes was down and is up again: publications made meanwhile
+    /// never reached this node. Closes the connections of every history topic here with 4010
+    /// (`missed publications: reconnect and recover`), so their clients recover from the stream
+    /// at once rather than at the topic's next publication; topics without history are untouched.
+    /// Returns how many connections were closed.
+    pub fn link_restored(&self) -> usize {
+        self.hub.close_stream_topics()
+    }
 }
 
 /// Moves publications between the nodes that share channels.
@@ -100,6 +109,11 @@ pub trait Broker: Send + Sync + 'static {
     /// Reads `topic`'s stream: the publications after offset `since` (all kept ones if `None`),
     /// at most `limit` (the newest `limit` when `since` is `None`), oldest first, and the stream's
     /// position. An unknown topic is an empty stream with a new epoch.
+    ///
+    /// When this node is subscribed to `topic`, the returned future completes only once every
+    /// publication up to the position read that will reach this node has been handed to
+    /// [`Delivery::deliver`]: the hub adds a joiner after its read, and an older publication
+    /// arriving later would reach it twice (or look like a gap).
     fn read_stream(
         &self,
         topic: &str,

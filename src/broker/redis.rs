@@ -22,15 +22,68 @@
 //! The state of the subscriptions (`Subscriptions`) is the truth; queued commands are hints that the
 //! task checks against it when it runs them, so a subscribe racing an unsubscribe ends in the state
 //! the node asked for last.
+//!
+//! # History (streams)
+//!
+//! Topics of history channels keep a stream in Redis, shared by every node: a client that
+//! reconnects to any node recovers from it.
+//!
+//! * **Data layout**, per topic `T` (in braces, a Redis Cluster hash tag: the two keys one script
+//!   touches share a slot):
+//!   * `switchboard:stream-meta:{T}`, a hash: `epoch` (8 random letters and digits) and `offset`
+//!     (the newest offset, 0 before the first publication). It expires `max(ttl, 24 h)` after the
+//!     topic's last publication or read: a quiet topic keeps its epoch, so its subscribers are not
+//!     sent away (4010, `recovered: false`) merely because nothing was published for a while; the
+//!     cost is one small hash per topic used in the last day.
+//!   * `switchboard:stream:{T}`, a Redis Stream of the kept publications: entry ID `N-0` for
+//!     offset `N`, fields `m` (the complete `data` message) and `t` (when it was published, Redis
+//!     time in ms). It expires `ttl` after the last publication.
+//!
+//!   A Stream rather than a list or a sorted set: `XADD … MAXLEN size` appends and trims to `size`
+//!   in one command, and with the offset as the entry ID, "the publications after offset `s`" is
+//!   `XRANGE T (s+1)-0 + COUNT limit`, a lookup by ID (a list would need the offset → index
+//!   arithmetic redone after every trim; a sorted set needs the message as a unique member and a
+//!   second structure for the times). Entries older than `ttl` are deleted from the head (`XDEL`,
+//!   oldest first, the times being in order) by every publication and read before anything is
+//!   returned, so an expired publication is never read.
+//! * **Publishing** is one Lua script, run atomically by Redis: create the meta with the epoch the
+//!   node generated if it does not exist (and then drop any stream left from a lost past), `HINCRBY`
+//!   the offset, build `head + ,"offset":N}`, `XADD` with `MAXLEN size`, drop expired entries, set
+//!   the TTLs, and `PUBLISH` the message on `switchboard:T`. Scripts run one at a time, so offsets
+//!   are consecutive across all nodes, and the `PUBLISH`es leave Redis in offset order: every node
+//!   receives a topic's publications in offset order (what the hub's gap check relies on).
+//! * **Reading** is one Lua script: the position (creating the meta, with a new epoch and offset 0,
+//!   if there is none, so that the position a subscriber is given stays valid), the expired entries
+//!   dropped, and the entries after `since` (`XRANGE`, at most `limit`; `complete` if the first is
+//!   `since + 1` or nothing was published after `since`) or the newest `limit` (`XREVRANGE`). The
+//!   semantics are those of the memory broker's `MemoryStreams::read`.
+//! * **Reads and the live path**: the read's answer and the publications come over different
+//!   connections, so a publication Redis sent before the read may still be on its way to this node
+//!   when the read's answer arrives. When this node is subscribed to the topic, a read therefore
+//!   waits for a `PING` sent on the pub/sub connection after the read: once its `PONG` is back and
+//!   the publications received before it are delivered, every publication up to the position read
+//!   that this node will get has reached the hub (a joiner's buffer holds them; none arrives after
+//!   the joiner is added).
+//! * **Round trips**: a publication is 1 (`EVALSHA`; 3 the first time after Redis lost its script
+//!   cache: `NOSCRIPT`, `SCRIPT LOAD`, `EVALSHA` again); a read is 1, plus 1 `PING` on the pub/sub
+//!   connection when this node is subscribed to the topic (a join, or `history` from a subscriber).
+//! * **Redis lost its data** (restarted without persistence): the next publication or read finds no
+//!   meta and creates a new epoch, offsets start again from 1, and a client recovering with the old
+//!   epoch is told `recovered: false`.
+//! * **Pub/sub outage**: publications made while this node's pub/sub connection was down never
+//!   reach it. When the connection is restored, the broker calls [`Delivery::link_restored`]: the
+//!   hub closes the connections of every history topic with 4010 at once (their clients reconnect
+//!   and recover from the stream), without waiting for the next publication to show the gap.
 
-use super::{Broker, BrokerError, Delivery};
+use super::stream::new_epoch;
+use super::{Broker, BrokerError, Delivery, HistoryPolicy, StreamPosition, StreamRead};
 use crate::ws::Text;
 use bytes::Bytes;
-use futures_util::future::{self, BoxFuture};
+use futures_util::future::{self, BoxFuture, FutureExt};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use redis::aio::{MultiplexedConnection, PubSub, PubSubSink, PubSubStream};
-use redis::{AsyncConnectionConfig, RedisError};
+use redis::{AsyncConnectionConfig, RedisError, Script, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +103,105 @@ const PING_INTERVAL: Duration = Duration::from_secs(5);
 const PUBLISH_RETRY_AFTER: Duration = Duration::from_millis(100);
 /// Most subscribe/unsubscribe commands sent to Redis in one pipelined batch.
 const BATCH: usize = 512;
+/// Prefix of a history topic's meta hash (`epoch`, `offset`): `switchboard:stream-meta:{T}`.
+const META_PREFIX: &str = "switchboard:stream-meta:";
+/// Prefix of a history topic's Redis Stream: `switchboard:stream:{T}`.
+const STREAM_PREFIX: &str = "switchboard:stream:";
+/// A stream's position (its meta) is kept at least this long after its last publication or read.
+const META_TTL_MIN: Duration = Duration::from_secs(24 * 3600);
+/// The longest TTL given to Redis (about 10 years): `PEXPIRE` refuses what would overflow.
+const TTL_MAX_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+/// The largest stream size given to Redis (a Lua number holds integers exactly up to 2^53).
+const SIZE_MAX: usize = 1 << 40;
+
+/// Lua shared by both scripts. Redis ≥ 5: `replicate_commands` lets a script that read `TIME`
+/// write (a no-op from Redis 7 on).
+const LUA_COMMON: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
+local function field(fields, name)
+  for i = 1, #fields, 2 do
+    if fields[i] == name then return fields[i + 1] end
+  end
+  return nil
+end
+local function id_offset(id)
+  return tonumber(string.match(id, '^(%d+)'))
+end
+local function now_ms()
+  local now = redis.call('TIME')
+  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+end
+-- Deletes the entries published before `cutoff` (ms), oldest first.
+local function trim_expired(stream, cutoff)
+  while true do
+    local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+    if not oldest then return end
+    local t = tonumber(field(oldest[2], 't'))
+    if t and t >= cutoff then return end
+    redis.call('XDEL', stream, oldest[1])
+  end
+end
+"#;
+
+/// Publishes on a history topic. KEYS: meta, stream. ARGV: head, a new epoch (used if the meta
+/// does not exist), size, ttl (ms), meta ttl (ms), the pub/sub channel. Returns the offset.
+const LUA_PUBLISH: &str = r#"
+local meta, stream = KEYS[1], KEYS[2]
+local now = now_ms()
+if redis.call('HSETNX', meta, 'epoch', ARGV[2]) == 1 then
+  -- A new epoch: whatever is left of the stream belongs to a lost past.
+  redis.call('DEL', stream)
+end
+local offset = redis.call('HINCRBY', meta, 'offset', 1)
+local digits = string.format('%d', offset)
+local message = ARGV[1] .. ',"offset":' .. digits .. '}'
+if ARGV[3] ~= '0' then
+  redis.call('XADD', stream, 'MAXLEN', ARGV[3], digits .. '-0', 'm', message, 't', string.format('%d', now))
+  trim_expired(stream, now - tonumber(ARGV[4]))
+  redis.call('PEXPIRE', stream, ARGV[4])
+end
+redis.call('PEXPIRE', meta, ARGV[5])
+redis.call('PUBLISH', ARGV[6], message)
+return offset
+"#;
+
+/// Reads a history topic. KEYS: meta, stream. ARGV: a new epoch (used if the meta does not
+/// exist), since (empty for none), limit, ttl (ms), meta ttl (ms). Returns
+/// `{epoch, offset, complete (0 or 1), offset 1, message 1, offset 2, message 2, …}`.
+const LUA_READ: &str = r#"
+local meta, stream = KEYS[1], KEYS[2]
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then
+  redis.call('DEL', stream)
+  redis.call('HSET', meta, 'epoch', ARGV[1], 'offset', 0)
+  epoch = ARGV[1]
+end
+redis.call('PEXPIRE', meta, ARGV[5])
+local offset = tonumber(redis.call('HGET', meta, 'offset')) or 0
+trim_expired(stream, now_ms() - tonumber(ARGV[4]))
+local limit = tonumber(ARGV[3])
+local reply = {epoch, offset, 1}
+local entries = {}
+if ARGV[2] == '' then
+  if limit > 0 then
+    local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', limit)
+    for i = #newest, 1, -1 do entries[#entries + 1] = newest[i] end
+  end
+else
+  local since = tonumber(ARGV[2])
+  if since < offset then
+    local first = string.format('%d', since + 1)
+    local after = redis.call('XRANGE', stream, first .. '-0', '+', 'COUNT', math.max(limit, 1))
+    if not after[1] or id_offset(after[1][1]) ~= since + 1 then reply[3] = 0 end
+    if limit > 0 then entries = after end
+  end
+end
+for _, entry in ipairs(entries) do
+  reply[#reply + 1] = id_offset(entry[1])
+  reply[#reply + 1] = field(entry[2], 'm') or ''
+end
+return reply
+"#;
 
 /// A broker sharing channels between nodes through Redis pub/sub.
 ///
@@ -74,6 +226,9 @@ struct Shared {
     /// Serializes attempts to (re)connect the publishing connection.
     publisher_connect: tokio::sync::Mutex<()>,
     subs: Mutex<Subscriptions>,
+    /// The history scripts (`EVALSHA`, loaded again on `NOSCRIPT`).
+    publish_script: Script,
+    read_script: Script,
 }
 
 #[derive(Default)]
@@ -99,6 +254,33 @@ enum State {
 enum Command {
     Subscribe(String),
     Unsubscribe(String),
+    /// Answered once every publication Redis sent this node before the command was run has been
+    /// delivered (a `PING` on the pub/sub connection: its answer comes after them).
+    Fence(oneshot::Sender<Result<(), BrokerError>>),
+}
+
+/// The Redis keys of a history topic, and its pub/sub channel.
+struct StreamKeys {
+    topic: String,
+    meta: String,
+    stream: String,
+}
+
+impl StreamKeys {
+    fn new(topic: &str) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            meta: format!("{META_PREFIX}{{{topic}}}"),
+            stream: format!("{STREAM_PREFIX}{{{topic}}}"),
+        }
+    }
+}
+
+/// A policy's numbers as Redis takes them: size, ttl (ms), and how long the meta is kept (ms).
+fn redis_policy(policy: HistoryPolicy) -> (u64, u64, u64) {
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).clamp(1, TTL_MAX_MS);
+    let size = policy.size.min(SIZE_MAX) as u64;
+    (size, millis(policy.ttl), millis(policy.ttl.max(META_TTL_MIN)))
 }
 
 impl RedisBroker {
@@ -123,6 +305,8 @@ impl RedisBroker {
                 link: Err(BrokerError(String::new())),
                 topics: HashMap::new(),
             }),
+            publish_script: Script::new(&format!("{LUA_COMMON}{LUA_PUBLISH}")),
+            read_script: Script::new(&format!("{LUA_COMMON}{LUA_READ}")),
         });
         shared.publisher().await?;
         let pubsub = shared.connect_pubsub().await?;
@@ -186,6 +370,37 @@ impl Broker for RedisBroker {
         if subs.topics.remove(topic).is_some() {
             let _ = self.commands.send(Command::Unsubscribe(topic.to_owned()));
         }
+    }
+
+    /// One script (see the module's documentation): one round trip.
+    fn publish_to_stream(
+        &self,
+        topic: &str,
+        head: String,
+        policy: HistoryPolicy,
+    ) -> BoxFuture<'static, Result<u64, BrokerError>> {
+        let shared = self.shared.clone();
+        let keys = StreamKeys::new(topic);
+        Box::pin(async move { shared.publish_to_stream(keys, head, policy).await })
+    }
+
+    /// One script, then, if this node is subscribed to the topic, a fence on the pub/sub
+    /// connection (see the module's documentation).
+    fn read_stream(
+        &self,
+        topic: &str,
+        since: Option<u64>,
+        limit: usize,
+        policy: HistoryPolicy,
+    ) -> BoxFuture<'static, Result<StreamRead, BrokerError>> {
+        let shared = self.shared.clone();
+        let commands = self.commands.clone();
+        let keys = StreamKeys::new(topic);
+        Box::pin(async move {
+            let read = shared.read_stream(&keys, since, limit, policy).await?;
+            shared.fence(&commands, &keys.topic).await?;
+            Ok(read)
+        })
     }
 }
 
@@ -263,6 +478,87 @@ impl Shared {
         })
     }
 
+    /// A command on the publishing connection failed: an error answered by Redis leaves the
+    /// connection usable; anything else may mean it is broken, and the next call makes a new one.
+    fn command_failed(&self, err: &RedisError) -> BrokerError {
+        if !matches!(err.kind(), redis::ErrorKind::Server(_)) {
+            self.drop_publisher();
+        }
+        self.redis_error(err)
+    }
+
+    async fn publish_to_stream(
+        &self,
+        keys: StreamKeys,
+        head: String,
+        policy: HistoryPolicy,
+    ) -> Result<u64, BrokerError> {
+        let mut connection = self.publisher().await?;
+        let (size, ttl, meta_ttl) = redis_policy(policy);
+        let channel = format!("{CHANNEL_PREFIX}{}", keys.topic);
+        let result = self
+            .publish_script
+            .key(&keys.meta)
+            .key(&keys.stream)
+            .arg(head)
+            .arg(new_epoch())
+            .arg(size)
+            .arg(ttl)
+            .arg(meta_ttl)
+            .arg(channel)
+            .invoke_async::<u64>(&mut connection)
+            .await;
+        result.map_err(|err| self.command_failed(&err))
+    }
+
+    async fn read_stream(
+        &self,
+        keys: &StreamKeys,
+        since: Option<u64>,
+        limit: usize,
+        policy: HistoryPolicy,
+    ) -> Result<StreamRead, BrokerError> {
+        let mut connection = self.publisher().await?;
+        let (size, ttl, meta_ttl) = redis_policy(policy);
+        // No more than `size` are kept: a larger limit reads the same.
+        let limit = (limit as u64).min(size);
+        let since = since.map(|offset| offset.to_string()).unwrap_or_default();
+        let result = self
+            .read_script
+            .key(&keys.meta)
+            .key(&keys.stream)
+            .arg(new_epoch())
+            .arg(since)
+            .arg(limit)
+            .arg(ttl)
+            .arg(meta_ttl)
+            .invoke_async::<Vec<Value>>(&mut connection)
+            .await;
+        let reply = result.map_err(|err| self.command_failed(&err))?;
+        parse_read(reply).map_err(|what| self.error(format!("unexpected answer to a stream read: {what}")))
+    }
+
+    /// Returns once every publication of `topic` that Redis sent this node before now has been
+    /// delivered to the hub; at once if this node is not subscribed to `topic`.
+    async fn fence(&self, commands: &mpsc::UnboundedSender<Command>, topic: &str) -> Result<(), BrokerError> {
+        let receiver = {
+            let subs = self.subs.lock();
+            if !subs.topics.contains_key(topic) {
+                return Ok(());
+            }
+            subs.link.clone()?;
+            let (sender, receiver) = oneshot::channel();
+            if commands.send(Command::Fence(sender)).is_err() {
+                return Err(self.error("the broker task has stopped"));
+            }
+            receiver
+        };
+        match receiver.await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(self.error("the pub/sub connection was lost")),
+        }
+    }
+
     async fn connect_pubsub(&self) -> Result<PubSub, BrokerError> {
         match tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub()).await {
             Ok(Ok(pubsub)) => Ok(pubsub),
@@ -300,6 +596,9 @@ async fn run(
     let Ok(delivery) = delivery.await else { return };
     let mut pubsub = Some(first);
     let mut backoff = BACKOFF_MIN;
+    // True from the first lost connection on: every later connection restores a link that was
+    // down, and publications may have been missed meanwhile.
+    let mut lost = false;
     loop {
         let connected = match pubsub.take() {
             Some(pubsub) => Ok(pubsub),
@@ -310,8 +609,11 @@ async fn run(
                 let (mut sink, stream) = pubsub.split();
                 match restore(&shared, &mut sink).await {
                     Ok(restored) => {
-                        if restored > 0 {
-                            tracing::info!(url = %shared.url, restored, "redis broker reconnected");
+                        if lost {
+                            // Publications made while the link was down are lost: the history
+                            // topics' clients recover them from the streams.
+                            let closed = delivery.link_restored();
+                            tracing::info!(url = %shared.url, restored, closed, "redis broker reconnected");
                         }
                         backoff = BACKOFF_MIN;
                         serve(&shared, &delivery, &mut commands, sink, stream).await
@@ -325,6 +627,7 @@ async fn run(
             Ok(()) | Err(None) => return, // the broker was dropped
             Err(Some(err)) => err,
         };
+        lost = true;
         if shared.subs.lock().link.is_ok() {
             tracing::warn!(error = %err, "redis broker: pub/sub connection lost; reconnecting");
         } else {
@@ -387,19 +690,27 @@ async fn serve(
                 let Some(message) = message else {
                     return Err(Some(shared.error("connection lost")));
                 };
-                let Some(topic) = message.get_channel_name().strip_prefix(CHANNEL_PREFIX) else { continue };
-                delivery.deliver(topic, Bytes::copy_from_slice(message.get_payload_bytes()));
+                deliver(delivery, &message);
             }
             command = commands.recv() => {
                 let Some(command) = command else { return Ok(()) };
-                let mut batch = vec![command];
-                while batch.len() < BATCH {
-                    match commands.try_recv() {
-                        Ok(command) => batch.push(command),
-                        Err(_) => break,
+                let (mut batch, mut fences) = (Vec::new(), Vec::new());
+                let mut next = Some(command);
+                while let Some(command) = next {
+                    match command {
+                        Command::Fence(waiter) => fences.push(waiter),
+                        command => batch.push(command),
                     }
+                    next = if batch.len() + fences.len() < BATCH { commands.try_recv().ok() } else { None };
                 }
                 apply(shared, &mut sink, batch).await.map_err(Some)?;
+                if !fences.is_empty() {
+                    let outcome = fence(shared, delivery, &mut sink, &mut stream).await;
+                    for waiter in fences {
+                        let _ = waiter.send(outcome.clone());
+                    }
+                    outcome.map_err(Some)?;
+                }
             }
             _ = ping.tick() => {
                 match tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<redis::Value>()).await {
@@ -410,6 +721,36 @@ async fn serve(
             }
         }
     }
+}
+
+/// Hands a publication from Redis to the hub.
+fn deliver(delivery: &Delivery, message: &redis::Msg) {
+    if let Some(topic) = message.get_channel_name().strip_prefix(CHANNEL_PREFIX) {
+        delivery.deliver(topic, Bytes::copy_from_slice(message.get_payload_bytes()));
+    }
+}
+
+/// A `PING` on the pub/sub connection: Redis answers it after every publication it sent this
+/// connection before, and redis-rs queues those on the stream before it hands over the answer.
+/// Delivering what the stream holds then delivers them all.
+async fn fence(
+    shared: &Shared,
+    delivery: &Delivery,
+    sink: &mut PubSubSink,
+    stream: &mut PubSubStream,
+) -> Result<(), BrokerError> {
+    match tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<Value>()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => return Err(shared.redis_error(&err)),
+        Err(_) => return Err(shared.error("no answer to PING")),
+    }
+    while let Some(message) = stream.next().now_or_never() {
+        let Some(message) = message else {
+            return Err(shared.error("connection lost"));
+        };
+        deliver(delivery, &message);
+    }
+    Ok(())
 }
 
 /// Sends a batch of commands, pipelined, in order: each is checked against the state first (a
@@ -433,6 +774,8 @@ async fn apply(shared: &Shared, sink: &mut PubSubSink, batch: Vec<Command>) -> R
                         requests.push((false, format!("{CHANNEL_PREFIX}{topic}")));
                     }
                 }
+                // Taken out of the batch by `serve`.
+                Command::Fence(_) => {}
             }
         }
     }
@@ -472,6 +815,38 @@ fn confirm(subs: &mut Subscriptions, topic: &str) {
         }
         *state = State::Active;
     }
+}
+
+/// The read script's answer: `{epoch, offset, complete, offset 1, message 1, …}`.
+fn parse_read(reply: Vec<Value>) -> Result<StreamRead, &'static str> {
+    let mut values = reply.into_iter();
+    let epoch = match values.next() {
+        Some(Value::BulkString(bytes)) => String::from_utf8(bytes).map_err(|_| "an epoch that is not UTF-8")?,
+        Some(Value::SimpleString(text)) => text,
+        _ => return Err("no epoch"),
+    };
+    let offset = match values.next() {
+        Some(Value::Int(offset)) => u64::try_from(offset).map_err(|_| "a negative offset")?,
+        _ => return Err("no offset"),
+    };
+    let complete = match values.next() {
+        Some(Value::Int(complete)) => complete != 0,
+        _ => return Err("no completeness"),
+    };
+    let mut publications = Vec::with_capacity(values.len() / 2);
+    while let Some(value) = values.next() {
+        let (Value::Int(at), Some(Value::BulkString(message))) = (value, values.next()) else {
+            return Err("a publication that is not an offset and a message");
+        };
+        let at = u64::try_from(at).map_err(|_| "a negative offset")?;
+        let message = Text::from_utf8(Bytes::from(message)).map_err(|_| "a publication that is not UTF-8")?;
+        publications.push((at, message));
+    }
+    Ok(StreamRead {
+        position: StreamPosition { offset, epoch },
+        publications,
+        complete,
+    })
 }
 
 /// A short, lowercase cause for an error from the redis crate.

@@ -223,6 +223,30 @@ impl Hub {
         }
     }
 
+    /// Closes the connections of every history topic on this node with 4010: the broker's link
+    /// was restored after an outage, publications may have been lost, and their clients recover
+    /// from the stream. A topic's `last` stays as it was: a connection that joins meanwhile is
+    /// closed too if the next publication shows the gap. Returns how many connections were closed.
+    pub fn close_stream_topics(&self) -> usize {
+        let mut closed = 0;
+        for shard in &self.shards {
+            let shard = shard.read();
+            for (topic, entry) in shard.iter().filter(|(_, entry)| entry.stream.is_some()) {
+                tracing::warn!(
+                    topic,
+                    subscribers = entry.subscribers.len(),
+                    "broker link restored: closing a history topic's connections (4010)"
+                );
+                for ws in entry.subscribers.values() {
+                    if ws.close(MISSED.0, MISSED.1).is_ok() {
+                        closed += 1;
+                    }
+                }
+            }
+        }
+        closed
+    }
+
     /// Queues `message` to every local subscriber of `topic`; returns how many got it.
     pub fn deliver(&self, topic: &str, message: &Text) -> usize {
         let shard = self.shard(topic).read();
