@@ -153,3 +153,18 @@ fn publications_encode_without_absent_fields() {
         r#"{"type":"error","channel":"x","message":"Channel 'x' not found."}"#
     );
 }
+
+#[test]
+fn a_publication_head_completed_by_a_broker_is_the_typed_message() {
+    let data = json!({ "text": "hi", "n": [1, 2] });
+    let mut head = ServerMessage::data_envelope("feed", &data).encode();
+    assert_eq!(head.pop(), Some('}'));
+    let completed = format!("{head},\"offset\":18}}");
+    let typed = ServerMessage::Data {
+        channel: "feed".into(),
+        data,
+        offset: Some(18),
+    };
+    assert_eq!(completed, typed.encode());
+    assert_eq!(ServerMessage::parse(&completed), Ok(typed));
+}
