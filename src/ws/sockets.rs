@@ -56,6 +56,15 @@ struct State {
     /// The registries linked to this one (weak: a linked registry lives as long as its endpoint
     /// or one of its sockets).
     linked: Vec<Weak<Inner>>,
+    /// Upgrades answered (101) whose socket has not opened yet: waited for by a drain too, so
+    /// that a client upgraded just before the shutdown still gets its close.
+    upgrading: usize,
+}
+
+impl State {
+    fn is_empty(&self) -> bool {
+        self.open.is_empty() && self.upgrading == 0
+    }
 }
 
 /// How [`Sockets::drain`] closes a server's sockets, and how long it waits for them to end.
@@ -235,9 +244,13 @@ impl Sockets {
             drop(open);
         }
         let _ = tokio::time::timeout_at(started + drain.timeout, self.drained()).await;
+        let remaining = std::iter::once(self.inner.clone())
+            .chain(self.linked())
+            .map(|registry| registry.pending())
+            .sum();
         DrainReport {
             closed,
-            remaining: self.len(),
+            remaining,
             elapsed: started.elapsed(),
         }
     }
@@ -258,15 +271,16 @@ impl Sockets {
         self.inner.state.lock().closing.is_some()
     }
 
-    /// Waits until no socket is open (at once if none is). After [`Sockets::close_all`], that is
-    /// when every socket has finished its close handshake (or timed out) and its handler's
-    /// `on_close` has returned; a socket that opens meanwhile is waited for too.
+    /// Waits until no socket is open or opening (at once if none is). After
+    /// [`Sockets::close_all`], that is when every socket has finished its close handshake (or
+    /// timed out) and its handler's `on_close` has returned; a socket that opens meanwhile is
+    /// waited for too.
     pub async fn drained(&self) {
         loop {
             let mut waited = false;
             let registries = std::iter::once(self.inner.clone()).chain(self.linked());
             for registry in registries {
-                if registry.len_own() > 0 {
+                if registry.pending() > 0 {
                     registry.drained_own().await;
                     waited = true;
                 }
@@ -278,11 +292,32 @@ impl Sockets {
         }
     }
 
-    /// Adds `ws`, which has just opened; closes it at once if [`Sockets::close_all`] was called.
+    /// Counts an upgrade answered, whose socket is about to open: it then either registers
+    /// ([`Sockets::register`]) or gives up ([`Sockets::abandon`]), exactly once.
+    pub(super) fn upgrading(&self) {
+        self.inner.state.lock().upgrading += 1;
+    }
+
+    /// An upgrade counted by [`Sockets::upgrading`] that will not register: it failed, or its
+    /// handler's `on_open` did.
+    pub(super) fn abandon(&self) {
+        let emptied = {
+            let mut state = self.inner.state.lock();
+            state.upgrading = state.upgrading.saturating_sub(1);
+            state.is_empty()
+        };
+        if emptied {
+            self.inner.emptied.notify_waiters();
+        }
+    }
+
+    /// Adds `ws`, which has just opened (after [`Sockets::upgrading`]); closes it at once if
+    /// [`Sockets::close_all`] was called.
     pub(super) fn register(&self, ws: &WebSocket) {
         let closing = {
             let mut state = self.inner.state.lock();
             state.open.insert(ws.id(), ws.clone());
+            state.upgrading = state.upgrading.saturating_sub(1);
             state.closing.clone()
         };
         if let Some((code, reason)) = closing {
@@ -300,7 +335,7 @@ impl Sockets {
             if open.capacity() > 1024 && open.len() < open.capacity() / 4 {
                 open.shrink_to_fit();
             }
-            removed && open.is_empty()
+            removed && state.is_empty()
         };
         if emptied {
             self.inner.emptied.notify_waiters();
@@ -368,14 +403,20 @@ impl Inner {
         self.state.lock().open.len()
     }
 
-    /// Waits until this registry (not the linked ones) has no socket.
+    /// Sockets open or opening.
+    fn pending(&self) -> usize {
+        let state = self.state.lock();
+        state.open.len() + state.upgrading
+    }
+
+    /// Waits until this registry (not the linked ones) has no socket open or opening.
     async fn drained_own(&self) {
         loop {
             let emptied = self.emptied.notified();
             tokio::pin!(emptied);
             // Registered before looking, so a socket leaving in between is not missed.
             emptied.as_mut().enable();
-            if self.len_own() == 0 {
+            if self.pending() == 0 {
                 return;
             }
             emptied.await;
@@ -438,6 +479,7 @@ impl fmt::Debug for Sockets {
         f.debug_struct("Sockets")
             .field("open", &state.open.len())
             .field("closing", &state.closing)
+            .field("upgrading", &state.upgrading)
             .field("linked", &state.linked.len())
             .finish()
     }
@@ -685,6 +727,28 @@ mod tests {
         assert_eq!(closed_count(&open), 10, "every batch closed within the window");
         assert_eq!((report.closed, report.remaining), (10, 11));
         assert_eq!(open[9].state.queue.lock().close, Some((4000, "draining".to_owned())));
+    }
+
+    #[tokio::test]
+    async fn drained_waits_for_the_upgrades_under_way() {
+        let sockets = Sockets::new();
+        sockets.upgrading();
+        sockets.upgrading();
+        assert!(sockets.is_empty(), "opening sockets are not open yet");
+        let waiter = tokio::spawn({
+            let sockets = sockets.clone();
+            async move { sockets.drained().await }
+        });
+        let ws = socket();
+        sockets.register(&ws);
+        sockets.leave(&ws);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one upgrade is still under way");
+        sockets.abandon();
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("drained once the last upgrade gave up")
+            .expect("waiter task");
     }
 
     #[test]

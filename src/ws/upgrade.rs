@@ -126,6 +126,10 @@ where
         }
         None => server.cloned(),
     };
+    // Counted from the 101 on, so that a drain starting before the socket opens waits for it.
+    if let Some(sockets) = &sockets {
+        sockets.upgrading();
+    }
     let (parts, _body) = request.into_parts();
     // The headers that only served the handshake are not kept. The values still share hyper's
     // read buffer; the connection keeps a compact copy (`handshake.rs`), not these.
@@ -146,7 +150,12 @@ where
                 let run = driver::run(io, prefix, Role::Server, ws, handler, config, sockets);
                 tokio::spawn(run);
             }
-            Err(err) => tracing::debug!(%err, "websocket upgrade failed"),
+            Err(err) => {
+                tracing::debug!(%err, "websocket upgrade failed");
+                if let Some(sockets) = &sockets {
+                    sockets.abandon();
+                }
+            }
         }
     };
     tokio::spawn(task);
