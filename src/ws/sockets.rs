@@ -180,7 +180,8 @@ pub struct DrainReport {
     /// Sockets this drain sent the close to: those open when it started (0 if a drain or
     /// [`Sockets::close_all`] had started before: this one then only waited).
     pub closed: usize,
-    /// Sockets still open when it returned: 0 unless it timed out.
+    /// Sockets still open (or opening: upgraded, their handler's `on_open` not returned yet)
+    /// when it returned: 0 unless it timed out.
     pub remaining: usize,
     /// How long it took.
     pub elapsed: Duration,
