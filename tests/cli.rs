@@ -179,3 +179,66 @@ async fn serve_reads_a_config_file_and_reports_bad_ones() {
         .expect("serve");
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown broker 'nats://x'"));
 }
+
+/// Reports how its connection ended; forwards messages.
+struct CloseRecorder {
+    messages: mpsc::UnboundedSender<Value>,
+    closes: mpsc::UnboundedSender<ws::CloseFrame>,
+}
+
+impl Handler for CloseRecorder {
+    async fn on_message(&mut self, _ws: &WebSocket, text: Text) {
+        let _ = self.messages.send(serde_json::from_str(&text).unwrap_or(Value::Null));
+    }
+
+    async fn on_close(&mut self, _ws: &WebSocket, close: ws::CloseFrame) {
+        let _ = self.closes.send(close);
+    }
+}
+
+/// SIGTERM with 200 subscribed clients: every one gets its close frame (1001), then the process
+/// exits with status 0.
+#[tokio::test]
+async fn sigterm_closes_every_websocket_with_1001_before_exiting() {
+    const CLIENTS: usize = 200;
+    let mut server = serve(&[]).await;
+    let url = format!("ws://{}/ws", server.addr);
+    let (closes, mut closed) = mpsc::unbounded_channel();
+    let connecting = (0..CLIENTS).map(|_| {
+        let (url, closes) = (url.clone(), closes.clone());
+        async move {
+            let (messages, mut received) = mpsc::unbounded_channel();
+            let ws = ws::connect(&url, CloseRecorder { messages, closes }, ws::Config::default())
+                .await
+                .expect("connect");
+            let _ = ws.send_text(json!({"type": "subscribe", "channel": "ticker", "id": 1}).to_string());
+            assert_eq!(
+                next(&mut received).await,
+                json!({"type": "subscribed", "channel": "ticker", "id": 1})
+            );
+            // Ticks keep coming to every client until the server closes it.
+            (ws, received)
+        }
+    });
+    let _clients = futures_util::future::join_all(connecting).await;
+
+    let pid = server.child.id().expect("the server is running").to_string();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+    assert!(kill.success());
+    for i in 0..CLIENTS {
+        let close = tokio::time::timeout(Duration::from_secs(20), closed.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {i} of {CLIENTS} clients got a close frame"))
+            .expect("a client");
+        assert_eq!(
+            (close.code, close.reason.as_str(), close.by_peer),
+            (1001, "server shutting down", true),
+            "client {i}"
+        );
+    }
+    let status = tokio::time::timeout(Duration::from_secs(20), server.child.wait())
+        .await
+        .expect("the server exits once drained")
+        .expect("wait");
+    assert!(status.success(), "{status:?}");
+}

@@ -11,6 +11,8 @@
 //! ping_interval_secs = 30
 //! idle_timeout_secs = 75
 //! handshake_timeout_secs = 10
+//! drain_timeout_secs = 10          # on SIGTERM/Ctrl-C: wait this long at most for connections to end
+//! drain_window_ms = 2000           # spread the WebSocket closes (1001) over this long (past 100)
 //! ```
 
 use serde::Deserialize;
@@ -29,6 +31,8 @@ pub struct FileConfig {
     pub ping_interval_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
     pub handshake_timeout_secs: Option<u64>,
+    pub drain_timeout_secs: Option<u64>,
+    pub drain_window_ms: Option<u64>,
 }
 
 impl FileConfig {

@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// Interval of the demo `ticker` channel, in milliseconds [default: 1000].
     #[arg(long)]
     ticker_interval_ms: Option<u64>,
+    /// On SIGTERM/Ctrl-C, how long to wait at most for the connections to end, in seconds
+    /// (WebSockets are closed with 1001, in jittered batches when there are many) [default: 10].
+    #[arg(long)]
+    drain_timeout_secs: Option<u64>,
 }
 
 pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -110,7 +114,15 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(broker = %broker, "switchboard serving on http://{address}/ (WebSocket at ws://{address}/ws and ws://{address}/)");
     println!("switchboard listening on http://{address}/");
     let handshake_timeout = Duration::from_secs(file.handshake_timeout_secs.unwrap_or(10).max(1));
-    switchboard::http::serve_with(listener, app, Shutdown::on_signals(), handshake_timeout).await?;
+    let mut drain = ws::Drain::default();
+    if let Some(secs) = args.drain_timeout_secs.or(file.drain_timeout_secs) {
+        drain = drain.with_timeout(Duration::from_secs(secs));
+    }
+    if let Some(ms) = file.drain_window_ms {
+        drain = drain.with_window(Duration::from_millis(ms));
+    }
+    let shutdown = Shutdown::on_signals().with_drain(drain);
+    switchboard::http::serve_with(listener, app, shutdown, handshake_timeout).await?;
     Ok(())
 }
 

@@ -88,6 +88,11 @@ pub(crate) struct NodeInner {
     pub ws_config: ws::Config,
     pub broadcast_access: BroadcastAccess,
     pub counters: Counters,
+    /// The node's open WebSockets, whatever serves it (linked to the server's registry under
+    /// `http::serve`): what [`Node::shutdown`] drains.
+    pub sockets: ws::Sockets,
+    /// How [`Node::shutdown`] drains them.
+    pub drain: ws::Drain,
 }
 
 /// A Switchboard server: mount its [`endpoint`](Node::endpoint) on a path of an axum app, or use
@@ -112,6 +117,7 @@ pub struct NodeBuilder {
     broker: Arc<dyn Broker>,
     ws_config: ws::Config,
     broadcast_access: BroadcastAccess,
+    drain: ws::Drain,
 }
 
 impl NodeBuilder {
@@ -143,6 +149,15 @@ impl NodeBuilder {
         self
     }
 
+    /// How [`Node::shutdown`] closes the node's WebSockets and how long it waits for them
+    /// (default [`ws::Drain::default`]: 1001 "server shutting down", jittered batches over 2 s
+    /// past 100 sockets, 10 s at most). A server's own shutdown (`http::serve`) follows its
+    /// [`Shutdown`](crate::Shutdown)'s drain instead.
+    pub fn drain(mut self, drain: ws::Drain) -> Self {
+        self.drain = drain;
+        self
+    }
+
     /// Builds the node and starts its broker.
     pub fn build(self) -> Node {
         let hub = Arc::new(Hub::default());
@@ -163,6 +178,8 @@ impl NodeBuilder {
             ws_config: self.ws_config,
             broadcast_access: self.broadcast_access,
             counters: Counters::default(),
+            sockets: ws::Sockets::new(),
+            drain: self.drain,
         });
         for def in inner.channels.values() {
             let _ = def.node.set(Arc::downgrade(&inner));
@@ -188,6 +205,7 @@ impl Node {
                 allowed_hosts: vec!["127.0.0.1".into(), "::1".into(), "localhost".into()],
                 token: None,
             },
+            drain: ws::Drain::default(),
         }
     }
 
@@ -196,9 +214,67 @@ impl Node {
     }
 
     /// The WebSocket endpoint speaking the Switchboard (SocketAPI-compatible) protocol.
+    ///
+    /// Its connections are the node's, whatever serves the application: [`Node::shutdown`]
+    /// closes them. Under [`http::serve`](crate::http::serve) the server's shutdown closes them
+    /// too.
     pub fn endpoint<S: Clone + Send + Sync + 'static>(&self) -> MethodRouter<S> {
         let node = self.clone();
-        ws::endpoint(move |_| Session::new(node.clone()), self.inner.ws_config.clone())
+        ws::endpoint_with_sockets(
+            move |_| Session::new(node.clone()),
+            self.inner.ws_config.clone(),
+            self.inner.sockets.clone(),
+        )
+    }
+
+    /// Closes the node's WebSocket connections and waits for them to end, at most the drain
+    /// timeout: for a node mounted in an application that something other than
+    /// [`http::serve`](crate::http::serve) serves (`axum::serve`, say), before the process exits.
+    ///
+    /// The closes follow [`NodeBuilder::drain`] (by default 1001 "server shutting down", in
+    /// jittered batches over 2 s when there are more than 100 connections, 10 s at most). From
+    /// then on, a connection that opens on the node is closed at once. The report says how many
+    /// were closed and whether they all ended in time.
+    ///
+    /// ```no_run
+    /// # async fn run(node: switchboard::Node) -> std::io::Result<()> {
+    /// let app = axum::Router::new().route("/ws", node.endpoint());
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+    /// let signal = switchboard::Shutdown::on_signals();
+    /// let stopped = signal.clone();
+    /// let served = axum::serve(listener, app).with_graceful_shutdown(async move { stopped.triggered().await });
+    /// let server = tokio::spawn(async move { served.await });
+    /// signal.triggered().await;
+    /// // axum's graceful shutdown does not wait for upgraded connections: the node does.
+    /// let report = node.shutdown().await;
+    /// assert!(report.completed(), "{} connections still open", report.remaining);
+    /// let _ = server.await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn shutdown(&self) -> ws::DrainReport {
+        let report = self.inner.sockets.drain(&self.inner.drain).await;
+        if report.completed() {
+            tracing::info!(
+                closed = report.closed,
+                "node drained in {:?}: {} websocket connections closed",
+                report.elapsed,
+                report.closed
+            );
+        } else {
+            tracing::warn!(
+                closed = report.closed,
+                open = report.remaining,
+                "node drain timed out after {:?}: {} websocket connections still open",
+                report.elapsed,
+                report.remaining
+            );
+        }
+        report
+    }
+
+    /// The node's open WebSocket connections (see [`ws::Sockets`]).
+    pub fn sockets(&self) -> &ws::Sockets {
+        &self.inner.sockets
     }
 
     /// `POST /_broadcast`: broadcasts from other processes (see PROTOCOL.md).

@@ -68,6 +68,9 @@ pub(crate) fn run<H: Handler>(
             drop(deadlines);
             close
         } else {
+            if let Some(sockets) = &sockets {
+                sockets.abandon();
+            }
             transport
                 .send_close(VecDeque::new(), 1011, "internal error", Duration::from_millis(100))
                 .await;

@@ -14,8 +14,8 @@
 //!   disconnected with close code 1008 instead of growing memory;
 //! * server pings and an idle timeout, so dead peers are dropped;
 //! * mounting on an axum router ([`endpoint`]) and a client ([`connect`]);
-//! * [`Sockets`], the registry of a server's open sockets: close them all at once, count them,
-//!   wait for them to drain.
+//! * [`Sockets`], the registry of a server's open sockets: close them all at once or [drain](Sockets::drain)
+//!   them (closes in jittered batches, then a bounded wait), count them, wait for them to end.
 //!
 //! Inside, one concern per file: `socket.rs` (the handle and its queue), `driver.rs` (the task
 //! that runs a socket), `transport.rs` (its I/O: decoding what is read, corked vectored writes),
@@ -67,9 +67,9 @@ pub use handler::{CloseFrame, Handler};
 pub use handshake::Handshake;
 pub use prepared::PreparedMessage;
 pub use socket::{SendError, WebSocket};
-pub use sockets::Sockets;
+pub use sockets::{Drain, DrainReport, Sockets};
 pub use text::Text;
-pub use upgrade::endpoint;
+pub use upgrade::{endpoint, endpoint_with_sockets};
 
 /// For the task-size test of the protocol session, which keeps its connection's task in a cell.
 #[cfg(test)]

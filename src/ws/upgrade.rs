@@ -40,12 +40,37 @@ where
     H: Handler,
     S: Clone + Send + Sync + 'static,
 {
+    mount(factory, config, None)
+}
+
+/// [`endpoint`] with a registry of its own: every socket it opens is registered in `sockets`,
+/// whatever serves the application, so that its owner can count, close or
+/// [drain](Sockets::drain) them — a `Node` does, for `Node::shutdown`.
+///
+/// If a request carries the server's [`Sockets`] in its extensions, `sockets` is linked to it:
+/// the server's shutdown closes and waits for this endpoint's sockets too.
+pub fn endpoint_with_sockets<F, H, S>(factory: F, config: Config, sockets: Sockets) -> MethodRouter<S>
+where
+    F: Fn(&Handshake) -> H + Send + Sync + 'static,
+    H: Handler,
+    S: Clone + Send + Sync + 'static,
+{
+    mount(factory, config, Some(sockets))
+}
+
+fn mount<F, H, S>(factory: F, config: Config, own: Option<Sockets>) -> MethodRouter<S>
+where
+    F: Fn(&Handshake) -> H + Send + Sync + 'static,
+    H: Handler,
+    S: Clone + Send + Sync + 'static,
+{
     let factory = Arc::new(factory);
     let config = Arc::new(config);
     axum::routing::any(move |request: Request| {
         let factory = factory.clone();
         let config = config.clone();
-        async move { upgrade(request, &*factory, &config) }
+        let own = own.clone();
+        async move { upgrade(request, &*factory, &config, own) }
     })
 }
 
@@ -57,7 +82,7 @@ pub(crate) fn accept_key(key: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha1.digest().bytes())
 }
 
-fn upgrade<F, H>(mut request: Request, factory: &F, config: &Arc<Config>) -> Response
+fn upgrade<F, H>(mut request: Request, factory: &F, config: &Arc<Config>, own: Option<Sockets>) -> Response
 where
     F: Fn(&Handshake) -> H,
     H: Handler,
@@ -89,8 +114,22 @@ where
             .into_response();
     };
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0);
-    // The server's registry of open sockets, if it keeps one (to close them all when it shuts down).
-    let sockets = request.extensions().get::<Sockets>().cloned();
+    // The server's registry of open sockets, if it keeps one (to close them all when it shuts
+    // down); the endpoint's own, linked to the server's, if it has one.
+    let server = request.extensions().get::<Sockets>();
+    let sockets = match own {
+        Some(own) => {
+            if let Some(server) = server {
+                server.link(&own);
+            }
+            Some(own)
+        }
+        None => server.cloned(),
+    };
+    // Counted from the 101 on, so that a drain starting before the socket opens waits for it.
+    if let Some(sockets) = &sockets {
+        sockets.upgrading();
+    }
     let (parts, _body) = request.into_parts();
     // The headers that only served the handshake are not kept. The values still share hyper's
     // read buffer; the connection keeps a compact copy (`handshake.rs`), not these.
@@ -111,7 +150,12 @@ where
                 let run = driver::run(io, prefix, Role::Server, ws, handler, config, sockets);
                 tokio::spawn(run);
             }
-            Err(err) => tracing::debug!(%err, "websocket upgrade failed"),
+            Err(err) => {
+                tracing::debug!(%err, "websocket upgrade failed");
+                if let Some(sockets) = &sockets {
+                    sockets.abandon();
+                }
+            }
         }
     };
     tokio::spawn(task);
