@@ -422,3 +422,40 @@ async fn history_reads_the_stream_on_demand() {
     ));
     drop(server.stop().await);
 }
+
+#[tokio::test]
+async fn several_parameters_of_one_history_channel_lose_nothing() {
+    // Publications name only their channel: with two users' streams on one connection the client
+    // cannot tell their offsets apart, so it delivers everything and does not recover.
+    let server = Server::start(Node::new(router()), "127.0.0.1:0").await;
+    let client = Client::connect(&server.url(), config()).await.expect("connect");
+    let mut one = client
+        .subscribe("user_feed", json!({ "user_id": 1 }))
+        .await
+        .expect("user 1");
+    let mut two = client
+        .subscribe("user_feed", json!({ "user_id": 2 }))
+        .await
+        .expect("user 2");
+    for (user_id, t) in [(1, "a"), (1, "b"), (2, "c"), (1, "d")] {
+        server
+            .publish("user_feed", json!({ "user_id": user_id, "text": t }))
+            .await;
+    }
+    // Offsets 1, 2, 1, 3: the third is not taken for a duplicate.
+    for sub in [&mut one, &mut two] {
+        let got = [data(sub).await, data(sub).await, data(sub).await, data(sub).await];
+        let got: Vec<(&str, Option<u64>)> = got.iter().map(|(t, o)| (t.as_str(), *o)).collect();
+        assert_eq!(
+            got,
+            vec![("a", Some(1)), ("b", Some(2)), ("c", Some(1)), ("d", Some(3))]
+        );
+    }
+    assert_eq!(one.position(), None, "unknown once the streams mixed");
+
+    let (node, addr) = server.stop().await;
+    let server = Server::start(node, &addr.to_string()).await;
+    assert!(!resubscribed(&mut one).await.0, "not recovered");
+    assert!(!resubscribed(&mut two).await.0, "not recovered");
+    drop(server.stop().await);
+}
