@@ -14,7 +14,7 @@ const APP = `
 import React, { StrictMode, useEffect, useState } from 'react';
 import { createRoot } from 'react-dom/client';
 import { connect } from 'switchboard-client';
-import { useChannel, useSubscription, useConnectionState } from 'switchboard-client/react';
+import { useChannel, useSubscription, useSubscriptionState, useConnectionState } from 'switchboard-client/react';
 const h = React.createElement;
 
 const client = connect(window.WS_URL, { minDelay: 100, maxDelay: 1000 });
@@ -46,6 +46,12 @@ function Ticker() {
   return h('span', { id: 'tick' }, tick ? String(tick.seq) : 'none');
 }
 
+// the pub/sub chat keeps history: offset, data, and the last re-subscribe's outcome
+function Feed() {
+  const s = useSubscriptionState(client, 'chat');
+  return h('span', { id: 'feed' }, [s.offset ?? '-', s.data?.text ?? '', String(s.recovered), s.resubscribes].join('|'));
+}
+
 function App() {
   const state = useConnectionState(client);
   const [showChat, setShowChat] = useState(true);
@@ -53,7 +59,8 @@ function App() {
     h('span', { id: 'state' }, state),
     h('button', { id: 'toggle', onClick: () => setShowChat((s) => !s) }, 'toggle'),
     showChat ? h(Chat) : null,
-    h(Ticker));
+    h(Ticker),
+    h(Feed));
 }
 
 createRoot(document.getElementById('root')).render(h(StrictMode, null, h(App)));
@@ -135,4 +142,24 @@ test('useChannel, useSubscription and useConnectionState', async () => {
   await screenshot(page, 'react');
   assert.deepEqual(browser.errors, []);
   await page.close();
+});
+
+test('useSubscriptionState: offsets, and a failed recovery after a server restart', async () => {
+  const page = await browser.newPage();
+  await page.goto(appServer.url);
+  await page.waitForSelector('#bridge:text-is("open")', { timeout: 10000 });
+  await page.waitForSelector('#feed:text-is("-||undefined|0")', { timeout: 5000 });
+  // client:send on the bidirectional chat is also published on the pub/sub chat
+  await page.click('#send');
+  await page.waitForFunction(() => /^\d+\|from react\|undefined\|0$/.test(document.getElementById('feed').textContent), null, { timeout: 5000 });
+
+  const port = server.port;
+  await server.kill(); // its memory is lost: the re-subscribe cannot recover
+  server = await startServer('switchboard', port);
+  await page.waitForFunction(() => document.getElementById('feed').textContent.endsWith('|false|1'), null, { timeout: 15000 });
+  await page.waitForSelector('#bridge:text-is("open")', { timeout: 5000 });
+  await page.click('#send');
+  await page.waitForSelector('#feed:text-is("1|from react|false|1")', { timeout: 5000 });
+  await page.close();
+  assert.deepEqual(browser.errors.filter((e) => e.startsWith('pageerror')), []);
 });

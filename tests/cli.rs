@@ -113,13 +113,24 @@ async fn serve_page_ticker_and_publish() {
 
     let (ws, mut rx) = client(&format!("ws://{}/ws", server.addr)).await;
     let _ = ws.send_text(json!({"type": "subscribe", "channel": "chat"}).to_string());
-    assert_eq!(next(&mut rx).await, json!({"type": "subscribed", "channel": "chat"}));
+    // The demo chat keeps history: publications carry offsets.
+    let subscribed = next(&mut rx).await;
+    assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+    assert_eq!(subscribed["offset"], 0, "{subscribed}");
+    let epoch = subscribed["epoch"].as_str().expect("an epoch").to_owned();
     let out = publish(&server.addr, "chat", r#"{"user": "cli", "text": "hello"}"#);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "published on 'chat'");
     assert_eq!(
         next(&mut rx).await,
-        json!({"type": "data", "channel": "chat", "data": {"user": "cli", "text": "hello"}})
+        json!({"type": "data", "channel": "chat", "data": {"user": "cli", "text": "hello"}, "offset": 1})
+    );
+    // A page loaded later gets it from the history.
+    let _ = ws.send_text(json!({"type": "history", "channel": "chat", "id": 2}).to_string());
+    assert_eq!(
+        next(&mut rx).await,
+        json!({"type": "history", "channel": "chat", "id": 2, "offset": 1, "epoch": epoch,
+               "publications": [{"offset": 1, "data": {"user": "cli", "text": "hello"}}]})
     );
 
     let out = publish(&server.addr, "nope", "{}");

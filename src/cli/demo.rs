@@ -1,6 +1,9 @@
-//! The demo that `switchboard serve` runs: a chat on a bidirectional channel where every message
-//! reaches every open chat (every tab), a live `ticker` feed on a pub/sub channel, and a pub/sub
-//! `chat` with a `send_message` action for SocketAPI-style clients and `switchboard publish`.
+//! The demo that `switchboard serve` runs: a chat whose messages are published on the pub/sub
+//! channel `chat`, which keeps the last [`CHAT_HISTORY`] of them (so a reloaded page, or one that
+//! reconnects to a restarted server, shows the recent ones), sent with the `send_message` action
+//! (or `switchboard publish`); a bidirectional channel `chat` where every `client:send` reaches
+//! every open chat (and the pub/sub `chat`), and the server asks the page to confirm; and a live
+//! `ticker` feed on a pub/sub channel.
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -9,6 +12,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use switchboard::{Channel, ChannelRef, Duplex, DuplexError, Router};
+
+/// How many messages the pub/sub `chat` keeps, and for how long.
+pub const CHAT_HISTORY: usize = 100;
+const CHAT_TTL: Duration = Duration::from_secs(3600);
 
 /// One tick of the live feed. Subscribers give no parameters, hence the defaults.
 #[derive(Serialize, Deserialize, Default)]
@@ -37,28 +44,61 @@ type Rooms = Arc<Mutex<HashMap<u64, Duplex>>>;
 pub fn router() -> (Router, ChannelRef<Tick>) {
     let mut router = Router::new();
     let ticker = router.channel(Channel::new("ticker", |t: Tick| async move { Ok::<_, String>(t) }));
-    let chat = router.channel(Channel::new("chat", |m: ChatMessage| async move { Ok::<_, String>(m) }));
-    router.action("send_message", move |m: ChatMessage| {
-        let chat = chat.clone();
-        async move { chat.broadcast(m).await }
-    });
+    let chat = router.channel(
+        Channel::new("chat", |m: ChatMessage| async move { Ok::<_, String>(m) }).history(CHAT_HISTORY, CHAT_TTL),
+    );
     let rooms: Rooms = Arc::default();
+    let (to_chat, to_rooms) = (chat.clone(), rooms.clone());
+    router.action("send_message", move |m: ChatMessage| {
+        let (chat, rooms) = (to_chat.clone(), to_rooms.clone());
+        async move {
+            emit_to_rooms(&rooms, &json!({ "user": m.user, "text": m.text }));
+            chat.broadcast(m).await
+        }
+    });
     router.route("chat", move |channel: Duplex, _params: Value| {
-        let rooms = rooms.clone();
-        async move { join(channel, rooms) }
+        let (rooms, chat) = (rooms.clone(), chat.clone());
+        async move { join(channel, rooms, chat) }
     });
     (router, ticker)
 }
 
-fn join(channel: Duplex, rooms: Rooms) -> Result<(), DuplexError> {
+/// Sends a chat message to every open bidirectional chat.
+fn emit_to_rooms(rooms: &Rooms, message: &Value) {
+    let open: Vec<Duplex> = rooms.lock().values().cloned().collect();
+    for room in open {
+        let _ = room.emit("server:message", message);
+    }
+}
+
+/// Publishes a chat message on the pub/sub `chat` (which keeps it), in the background.
+fn publish_chat(chat: &ChannelRef<ChatMessage>, message: ChatMessage) {
+    let chat = chat.clone();
+    tokio::spawn(async move {
+        if let Err(err) = chat.broadcast(message).await {
+            tracing::warn!(%err, "chat publish failed");
+        }
+    });
+}
+
+fn join(channel: Duplex, rooms: Rooms, chat: ChannelRef<ChatMessage>) -> Result<(), DuplexError> {
     let everyone = rooms.clone();
     channel.on_sync("client:send", move |payload: Value| {
         let text = payload.get("text").cloned().unwrap_or(Value::Null);
         let message = json!({ "user": "User", "text": text });
-        let open: Vec<Duplex> = everyone.lock().values().cloned().collect();
-        for room in open {
-            let _ = room.emit("server:message", &message);
-        }
+        emit_to_rooms(&everyone, &message);
+        let text = match text {
+            Value::String(text) => text,
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        publish_chat(
+            &chat,
+            ChatMessage {
+                user: anonymous(),
+                text,
+            },
+        );
     })?;
     channel.on_sync(
         "client:request",

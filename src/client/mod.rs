@@ -1,7 +1,10 @@
 //! The Rust client: pub/sub subscriptions and actions, and bidirectional channels, over one
 //! WebSocket ([`crate::ws`]), with reconnect.
 //!
-//! * [`Client::subscribe`] → a [`Subscription`] (a `Stream` of the channel's data);
+//! * [`Client::subscribe`] → a [`Subscription`] (a `Stream` of the channel's data; with
+//!   [`Subscription::next_event`], also each publication's offset and each re-subscribe with
+//!   whether it recovered);
+//! * [`Client::history`] → a history channel's recent publications and its position;
 //! * [`Client::action`] → the action's result;
 //! * [`Client::open`] → a [`ClientChannel`], the mirror of the server's [`Duplex`](crate::Duplex)
 //!   (`on`, `on_sync`, `emit`, `request`, `close`); channels the server opens by itself reach
@@ -12,6 +15,13 @@
 //! subscribes again with the same parameters and re-opens its channels by name with the same
 //! parameters (their handlers stay registered). Server-opened channels close on a drop (the
 //! server opens them again on the new connection). [`Client::watch_state`] shows the state.
+//!
+//! On a channel with history (PROTOCOL.md, "History and recovery") each subscription remembers
+//! the offset of the last publication it delivered and the stream's epoch, and re-subscribes
+//! from there: what was published while the client was away follows, in order, then the live
+//! publications — each yielded once. When that is not possible (a new epoch, or what was missed
+//! is no longer kept) the subscription says so: [`SubscriptionEvent::Resubscribed`] with
+//! `recovered: false`, in its place among the publications (see [`Subscription`]).
 //!
 //! The server's close code decides (PROTOCOL.md, "Close codes"): 4500–4999
 //! ([`NO_RECONNECT_CODES`]) mean "do not reconnect": the client then closes for good, as with
@@ -42,6 +52,7 @@
 mod close;
 mod duplex;
 mod error;
+mod history;
 mod reader;
 mod reconnect;
 mod state;
@@ -50,7 +61,8 @@ mod subscription;
 pub use close::{ServerClose, NO_RECONNECT_CODES, RECONNECT_CODES};
 pub use duplex::{ChannelState, ClientChannel, Remover};
 pub use error::ClientError;
-pub use subscription::Subscription;
+pub use history::{History, Position, Publication};
+pub use subscription::{Subscription, SubscriptionEvent};
 
 use crate::protocol::ClientMessage;
 use serde_json::{json, Value};
@@ -219,31 +231,18 @@ impl Client {
     /// Subscribes to the pub/sub `channel` with `params` (its subscribe-time parameters, `{}` or
     /// `Null` for none) and waits for the server to confirm. A refusal (e.g. `Invalid token`) is
     /// [`ClientError::Remote`] with the server's text.
+    ///
+    /// After a reconnect the subscription is made again by itself, recovering what was missed on
+    /// a channel with history: see [`Subscription`].
     pub async fn subscribe(&self, channel: &str, params: Value) -> Result<Subscription, ClientError> {
         let shared = self.shared();
         let params = if params.is_null() { json!({}) } else { params };
         let id = shared.next_sub_id();
         let (tx, rx) = mpsc::unbounded_channel();
         // Registered first, so a publication right after `subscribed` is not missed.
-        shared
-            .subs
-            .lock()
-            .entry(channel.to_owned())
-            .or_default()
-            .push(LocalSub {
-                id,
-                params: params.clone(),
-                tx,
-            });
+        shared.add_sub(channel, &params, LocalSub { id, tx });
         let subscription = Subscription::new(channel.to_owned(), id, rx, Arc::downgrade(shared));
-        let message = ClientMessage::Subscribe {
-            channel: channel.to_owned(),
-            data: Some(params),
-            id: None,
-            recover: None,
-        };
-        let what = format!("subscribe to '{channel}'");
-        match shared.call(message, shared.config.request_timeout, what).await {
+        match shared.subscribe_call(channel, &params).await {
             Ok(_) => Ok(subscription),
             Err(err) => {
                 // Refused: forget it locally without telling the server.
@@ -252,6 +251,51 @@ impl Client {
                 Err(err)
             }
         }
+    }
+
+    /// Reads the stream of the history channel `channel` with `params` (its subscribe-time
+    /// parameters, as for [`subscribe`](Self::subscribe)): the latest `limit` publications, or
+    /// with `since` those after that position (at most `limit`; without `limit`, up to the
+    /// channel's recovery limit), oldest first, with the stream's position now. Needs no
+    /// subscription.
+    ///
+    /// A `since` of another epoch, or older than what is kept, is answered with what is kept:
+    /// compare [`History::position`]'s epoch with the one of `since`. A channel without history
+    /// (and a refusal, as for `subscribe`) is [`ClientError::Remote`] with the server's text,
+    /// e.g. `Channel 'chat' keeps no history.`.
+    ///
+    /// ```no_run
+    /// # async fn run(client: switchboard::client::Client) -> Result<(), switchboard::client::ClientError> {
+    /// use serde_json::json;
+    ///
+    /// let recent = client.history("feed", json!({}), Some(20), None).await?;
+    /// for publication in &recent.publications {
+    ///     println!("{}: {}", publication.offset, publication.data);
+    /// }
+    /// // Later: only what came after.
+    /// let newer = client.history("feed", json!({}), None, Some(&recent.position)).await?;
+    /// # let _ = newer; Ok(()) }
+    /// ```
+    pub async fn history(
+        &self,
+        channel: &str,
+        params: Value,
+        limit: Option<u64>,
+        since: Option<&Position>,
+    ) -> Result<History, ClientError> {
+        let params = if params.is_null() { json!({}) } else { params };
+        let message = ClientMessage::History {
+            channel: channel.to_owned(),
+            data: Some(params),
+            id: None,
+            limit,
+            since: since.map(Position::to_wire),
+        };
+        let shared = self.shared();
+        let what = format!("history of '{channel}'");
+        let answer = shared.call(message, shared.config.request_timeout, what).await?;
+        // The reader hands the reply over as `{"publications": […], "position": {…}}`.
+        serde_json::from_value(answer).map_err(|err| ClientError::Remote(format!("malformed history reply: {err}")))
     }
 
     /// Calls the action `name` with `data` and returns its result (`Null` when it has none).

@@ -22,8 +22,18 @@ impl Reader {
     fn handle(&self, ws: &WebSocket, message: ServerMessage) {
         let shared = &self.shared;
         match message {
-            ServerMessage::Data { channel, data, .. } => shared.publish(&channel, &data),
-            ServerMessage::Subscribed { id, .. } | ServerMessage::Unsubscribed { id, .. } => {
+            ServerMessage::Data { channel, data, offset } => shared.publish(&channel, data, offset),
+            ServerMessage::Subscribed {
+                id,
+                position,
+                recovered,
+                ..
+            } => {
+                // Applied here, on the connection's task, before the publications that follow.
+                shared.subscribed(id.as_ref(), position, recovered);
+                shared.resolve(id.as_ref(), Ok(Value::Null));
+            }
+            ServerMessage::Unsubscribed { id, .. } => {
                 shared.resolve(id.as_ref(), Ok(Value::Null));
             }
             ServerMessage::Action { data, id, .. } => {
@@ -35,8 +45,14 @@ impl Reader {
                 }
             }
             ServerMessage::Opened { channel, id } => self.opened(channel, id),
-            ServerMessage::History { id, .. } => {
-                shared.resolve(id.as_ref(), Ok(Value::Null));
+            ServerMessage::History {
+                id,
+                publications,
+                position,
+                ..
+            } => {
+                let reply = serde_json::json!({ "publications": publications, "position": position });
+                shared.resolve(id.as_ref(), Ok(reply));
             }
             ServerMessage::Duplex(message) => self.duplex(ws, message),
         }

@@ -3,9 +3,11 @@
 //! the server's answer, and the registries that are restored after a reconnect.
 
 use super::duplex::{ChannelState, ClientChannel};
+use super::history::Position;
+use super::subscription::SubscriptionEvent;
 use super::{ClientConfig, ClientError, ConnectionState, ServerClose};
 use crate::duplex::{Pending, Unanswered, Waiter};
-use crate::protocol::ClientMessage;
+use crate::protocol::{self, ClientMessage};
 use crate::ws::{CloseFrame, WebSocket};
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -19,11 +21,47 @@ use tokio::time::Instant;
 /// A callback for channels the server opens by itself.
 pub(crate) type ChannelCallback = Arc<dyn Fn(ClientChannel) + Send + Sync>;
 
-/// One local subscription: where its data goes and what it subscribed with.
+/// One local subscription: where its events go.
 pub(crate) struct LocalSub {
     pub id: u64,
+    pub tx: mpsc::UnboundedSender<SubscriptionEvent>,
+}
+
+/// One server subscription: a channel with one set of parameters, shared by the local
+/// subscriptions made with them, and where its stream is.
+pub(crate) struct Topic {
     pub params: Value,
-    pub tx: mpsc::UnboundedSender<Value>,
+    /// Its local subscriptions. Empty when they all went but other parameters of the channel are
+    /// still subscribed: the server subscription stays until the channel's last one goes (and
+    /// its publications still arrive), so the topic is kept until then, or until a reconnect.
+    pub subs: Vec<LocalSub>,
+    /// On a history channel: the offset of the last publication delivered and the epoch, from
+    /// which a re-subscribe recovers. `None` on a channel without history, and while unknown
+    /// (before the first `subscribed`, or when publications of several topics of the channel
+    /// could not be told apart).
+    pub position: Option<Position>,
+    /// Confirmed by the server on the current connection.
+    pub live: bool,
+    /// Confirmed on an earlier connection and not yet on this one: its next confirmation is a
+    /// re-subscribe, reported to its subscriptions.
+    pub resumed: bool,
+}
+
+impl Topic {
+    fn new(params: Value) -> Self {
+        Self {
+            params,
+            subs: Vec::new(),
+            position: None,
+            live: false,
+            resumed: false,
+        }
+    }
+
+    /// Hands `event` to every local subscription; those whose receiver is gone are removed.
+    fn send(&mut self, event: &SubscriptionEvent) {
+        self.subs.retain(|sub| sub.tx.send(event.clone()).is_ok());
+    }
 }
 
 pub(crate) struct ClientState {
@@ -40,8 +78,11 @@ pub(crate) struct ClientState {
     next_sub: AtomicU64,
     /// Calls (subscribe, unsubscribe, action, open) waiting for the server's answer.
     calls: Pending<ClientError>,
-    /// Local subscriptions by channel name.
-    pub subs: Mutex<HashMap<String, Vec<LocalSub>>>,
+    /// Server subscriptions (with their local subscriptions) by channel name.
+    pub subs: Mutex<HashMap<String, Vec<Topic>>>,
+    /// Subscribe calls waiting for their `subscribed`, by call id: the channel and parameters
+    /// they are for, so the answer's position is applied before the publications that follow it.
+    sub_calls: Mutex<HashMap<u64, (String, Value)>>,
     /// Bidirectional channels (opened by either side) by name.
     pub channels: Mutex<HashMap<String, ClientChannel>>,
     pub on_channel: Mutex<Vec<ChannelCallback>>,
@@ -61,6 +102,7 @@ impl ClientState {
             next_sub: AtomicU64::new(1),
             calls: Pending::default(),
             subs: Mutex::new(HashMap::new()),
+            sub_calls: Mutex::new(HashMap::new()),
             channels: Mutex::new(HashMap::new()),
             on_channel: Mutex::new(on_channel),
             backlog: Mutex::new(Vec::new()),
@@ -141,14 +183,98 @@ impl ClientState {
     }
 
     /// Registers a waiter and sends; the answer arrives through the returned waiter.
-    pub fn start_call(&self, mut message: ClientMessage) -> Result<Waiter<ClientError>, ClientError> {
+    pub fn start_call(&self, message: ClientMessage) -> Result<Waiter<ClientError>, ClientError> {
+        self.start_call_with(message, |_| {})
+    }
+
+    /// [`start_call`](Self::start_call), calling `registered` with the call's id before the
+    /// message is sent (so the reader can tell what the answer is about).
+    fn start_call_with(
+        &self,
+        mut message: ClientMessage,
+        registered: impl FnOnce(u64),
+    ) -> Result<Waiter<ClientError>, ClientError> {
         let waiter = self.calls.register().ok_or(ClientError::Disconnected)?;
         message.set_id(Value::from(waiter.id));
+        registered(waiter.id);
         if let Err(err) = self.send(&message) {
             self.calls.forget(waiter.id);
             return Err(err);
         }
         Ok(waiter)
+    }
+
+    /// Sends `subscribe` for `channel` with `params` (recovering from `recover`); its
+    /// `subscribed` is applied to the topic by [`subscribed`](Self::subscribed).
+    pub fn start_subscribe(
+        &self,
+        channel: &str,
+        params: &Value,
+        recover: Option<&Position>,
+    ) -> Result<Waiter<ClientError>, ClientError> {
+        let message = ClientMessage::Subscribe {
+            channel: channel.to_owned(),
+            data: Some(params.clone()),
+            id: None,
+            recover: recover.map(Position::to_wire),
+        };
+        self.start_call_with(message, |id| {
+            self.sub_calls.lock().insert(id, (channel.to_owned(), params.clone()));
+        })
+    }
+
+    /// Subscribes (waiting for the connection first) and waits for the answer.
+    pub async fn subscribe_call(&self, channel: &str, params: &Value) -> Result<Value, ClientError> {
+        let timeout = self.config.request_timeout;
+        let deadline = Instant::now() + timeout;
+        let what = format!("subscribe to '{channel}'");
+        self.wait_open(deadline, &what).await?;
+        let waiter = self.start_subscribe(channel, params, None)?;
+        let id = waiter.id;
+        let answer = self.finish_call(waiter, deadline, timeout, what).await;
+        self.sub_calls.lock().remove(&id);
+        answer
+    }
+
+    /// A `subscribed` arrived (before its call is resolved, and before any publication after
+    /// it is read). For the first confirmation on this connection: the topic takes the stream's
+    /// position (unless it recovered: then the missed publications follow and move it on), and
+    /// when it was subscribed on an earlier connection its subscriptions get
+    /// [`SubscriptionEvent::Resubscribed`]. A later confirmation (another local subscription of
+    /// the same topic) changes nothing: its position may be ahead of publications still on the way.
+    pub fn subscribed(&self, id: Option<&Value>, position: Option<protocol::Position>, recovered: Option<bool>) {
+        let Some(call) = id.and_then(Value::as_u64) else { return };
+        let Some((channel, params)) = self.sub_calls.lock().remove(&call) else {
+            return;
+        };
+        let mut subs = self.subs.lock();
+        let Some(topic) = subs
+            .get_mut(&channel)
+            .and_then(|topics| topics.iter_mut().find(|t| t.params == params))
+        else {
+            return;
+        };
+        if topic.live {
+            return;
+        }
+        topic.live = true;
+        let recovered = recovered == Some(true);
+        let position = position.map(Position::from_wire);
+        topic.position = match (recovered, topic.position.take(), position) {
+            // The missed publications follow: from the last one seen.
+            (true, Some(seen), Some(now)) => Some(Position {
+                offset: seen.offset,
+                epoch: now.epoch,
+            }),
+            (_, _, now) => now,
+        };
+        if std::mem::take(&mut topic.resumed) {
+            let event = SubscriptionEvent::Resubscribed {
+                recovered,
+                position: topic.position.clone(),
+            };
+            topic.send(&event);
+        }
     }
 
     pub async fn finish_call(
@@ -176,22 +302,71 @@ impl ClientState {
         self.calls.fail_all(|| error.clone());
     }
 
-    /// Hands a publication to every local subscription of `channel`.
-    pub fn publish(&self, channel: &str, data: &Value) {
-        if let Some(list) = self.subs.lock().get_mut(channel) {
-            list.retain(|sub| sub.tx.send(data.clone()).is_ok());
+    /// Registers a local subscription of `channel` with `params` (sharing the topic of earlier
+    /// ones with the same parameters).
+    pub fn add_sub(&self, channel: &str, params: &Value, sub: LocalSub) {
+        let mut subs = self.subs.lock();
+        let topics = subs.entry(channel.to_owned()).or_default();
+        let at = match topics.iter().position(|t| &t.params == params) {
+            Some(at) => at,
+            None => {
+                topics.push(Topic::new(params.clone()));
+                topics.len() - 1
+            }
+        };
+        topics[at].subs.push(sub);
+    }
+
+    /// Hands a publication to every local subscription of `channel`. On a history channel
+    /// (`offset`) whose topic is known, a publication at or before the last one delivered is
+    /// dropped (it arrived already), and the position moves on.
+    ///
+    /// Publications name only their channel: when several topics of the channel are subscribed,
+    /// an offset cannot be told to belong to one of them, so it is delivered as it is and their
+    /// positions are forgotten (they re-subscribe without recovery).
+    pub fn publish(&self, channel: &str, data: Value, offset: Option<u64>) {
+        let mut subs = self.subs.lock();
+        let Some(topics) = subs.get_mut(channel) else { return };
+        if let Some(offset) = offset {
+            if let [topic] = topics.as_mut_slice() {
+                if let Some(seen) = &mut topic.position {
+                    if offset <= seen.offset {
+                        tracing::debug!(%channel, offset, seen = seen.offset, "publication already delivered: dropped");
+                        return;
+                    }
+                    seen.offset = offset;
+                }
+            } else {
+                for topic in topics.iter_mut() {
+                    topic.position = None;
+                }
+            }
         }
+        let event = SubscriptionEvent::Data { data, offset };
+        for topic in topics.iter_mut() {
+            topic.send(&event);
+        }
+    }
+
+    /// The position of the topic of local subscription `id` of `channel`.
+    pub fn position(&self, channel: &str, id: u64) -> Option<Position> {
+        let subs = self.subs.lock();
+        let topic = subs.get(channel)?.iter().find(|t| t.subs.iter().any(|s| s.id == id))?;
+        topic.position.clone()
     }
 
     /// Removes a local subscription; when it was the channel's last, the server subscription is
     /// left too (returned as the `unsubscribe` message to send).
     pub fn remove_sub(&self, channel: &str, id: u64) -> Option<ClientMessage> {
         let mut subs = self.subs.lock();
-        let list = subs.get_mut(channel)?;
-        let before = list.len();
-        list.retain(|sub| sub.id != id);
-        let removed = list.len() != before;
-        if list.is_empty() {
+        let topics = subs.get_mut(channel)?;
+        let mut removed = false;
+        for topic in topics.iter_mut() {
+            let before = topic.subs.len();
+            topic.subs.retain(|sub| sub.id != id);
+            removed |= topic.subs.len() != before;
+        }
+        if topics.iter().all(|t| t.subs.is_empty()) {
             subs.remove(channel);
             return removed.then(|| ClientMessage::Unsubscribe {
                 channel: channel.to_owned(),
@@ -205,9 +380,9 @@ impl ClientState {
     /// Ends the local subscriptions of `channel` made with `params` (the server refused them).
     pub fn drop_subs(&self, channel: &str, params: &Value) {
         let mut subs = self.subs.lock();
-        if let Some(list) = subs.get_mut(channel) {
-            list.retain(|sub| &sub.params != params);
-            if list.is_empty() {
+        if let Some(topics) = subs.get_mut(channel) {
+            topics.retain(|t| &t.params != params);
+            if topics.is_empty() {
                 subs.remove(channel);
             }
         }
@@ -239,6 +414,7 @@ impl ClientState {
             None => (ClientError::Disconnected, "connection lost".to_owned()),
         };
         self.fail_calls(&error);
+        self.sub_calls.lock().clear();
         let channels: Vec<ClientChannel> = self.channels.lock().values().cloned().collect();
         for channel in channels {
             if reconnecting && !channel.is_server_opened() {
@@ -247,7 +423,11 @@ impl ClientState {
                 channel.shut(error.clone(), &reason);
             }
         }
-        if !reconnecting {
+        if reconnecting {
+            for topic in self.subs.lock().values_mut().flatten() {
+                topic.resumed |= std::mem::take(&mut topic.live);
+            }
+        } else {
             self.subs.lock().clear();
         }
         self.state.send_replace(if reconnecting {
@@ -274,26 +454,27 @@ impl ClientState {
         self.state.send_replace(ConnectionState::Closed);
     }
 
-    /// After a reconnect: subscribe again to every (channel, params) and re-open every channel
-    /// this client opened. Answers are awaited in background tasks.
+    /// After a reconnect: subscribe again to every (channel, params), recovering from its
+    /// position on a history channel, and re-open every channel this client opened. Answers are
+    /// awaited in background tasks.
     pub fn restore(self: &Arc<Self>) {
-        let mut wanted: Vec<(String, Value)> = Vec::new();
-        for (channel, list) in self.subs.lock().iter() {
-            for sub in list {
-                if !wanted.iter().any(|(c, p)| c == channel && p == &sub.params) {
-                    wanted.push((channel.clone(), sub.params.clone()));
+        let mut wanted: Vec<(String, Value, Option<Position>)> = Vec::new();
+        {
+            let mut subs = self.subs.lock();
+            // Topics without local subscriptions are not subscribed again.
+            subs.retain(|_, topics| {
+                topics.retain(|t| !t.subs.is_empty());
+                !topics.is_empty()
+            });
+            for (channel, topics) in subs.iter() {
+                for topic in topics {
+                    wanted.push((channel.clone(), topic.params.clone(), topic.position.clone()));
                 }
             }
         }
         let timeout = self.config.request_timeout;
-        for (channel, params) in wanted {
-            let subscribe = ClientMessage::Subscribe {
-                channel: channel.clone(),
-                data: Some(params.clone()),
-                id: None,
-                recover: None,
-            };
-            let Ok(waiter) = self.start_call(subscribe) else {
+        for (channel, params, recover) in wanted {
+            let Ok(waiter) = self.start_subscribe(&channel, &params, recover.as_ref()) else {
                 return;
             };
             let shared = Arc::downgrade(self);
@@ -301,7 +482,10 @@ impl ClientState {
                 let deadline = Instant::now() + timeout;
                 let what = format!("re-subscribe to '{channel}'");
                 let Some(strong) = shared.upgrade() else { return };
-                if let Err(ClientError::Remote(text)) = strong.finish_call(waiter, deadline, timeout, what).await {
+                let id = waiter.id;
+                let answer = strong.finish_call(waiter, deadline, timeout, what).await;
+                strong.sub_calls.lock().remove(&id);
+                if let Err(ClientError::Remote(text)) = answer {
                     tracing::warn!(%channel, %text, "re-subscribe refused by the server: subscription ended");
                     strong.drop_subs(&channel, &params);
                 }

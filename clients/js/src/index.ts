@@ -6,7 +6,9 @@
  *  - Pulse-style bidirectional channels: `channel(name, params)` returns a bridge with
  *    `on` / `emit` / `request` / `close`.
  * The socket reconnects with jittered exponential backoff; every subscription is re-subscribed and
- * every channel re-opened after a reconnect. A server close with a code in 4500–4999 means "do not
+ * every channel re-opened after a reconnect. On a channel with history a subscription remembers the
+ * offset and epoch of the last publication and recovers what it missed (each publication once, in
+ * order), or says that it could not (`onRecovery(false)`). A server close with a code in 4500–4999 means "do not
  * reconnect": the client then stops as after `close()` (4000–4499 and every other close reconnect).
  * Zero runtime dependencies.
  */
@@ -49,11 +51,56 @@ export interface ConnectOptions {
   timeout?: number;
 }
 
+/** A place in a history channel's stream: a publication's offset (or the newest one's) and the stream's epoch. */
+export interface Position {
+  offset: number;
+  /** Changes whenever the stream's past was lost (say an in-memory server restarted): offsets of two epochs do not compare. */
+  epoch: string;
+}
+
+/** The second argument of `onData`: on a channel with history, the publication's offset and the stream's epoch. */
+export interface DataInfo {
+  offset?: number;
+  epoch?: string;
+}
+
+/** What `onSubscribed` and `onRecovery` are told when the server confirms a subscription. */
+export interface SubscribedInfo {
+  /** false the first time; true when this confirms the re-subscribe after a reconnect. */
+  resubscribed: boolean;
+  /**
+   * After a reconnect only: true when every publication missed while disconnected follows (in order,
+   * each once, before the live ones); false when they are lost — the channel keeps no history, they
+   * are no longer kept, or the stream's past is gone (a new epoch). Then refetch (e.g. `history()`).
+   */
+  recovered?: boolean;
+  /** On a channel with history: the stream's position when the subscription became live (live publications follow it). */
+  offset?: number;
+  epoch?: string;
+}
+
 export interface SubscribeOptions {
   /** Called with a {@link ServerError} when the server refuses the subscription (it is then dropped). */
   onError?: (error: ServerError) => void;
-  /** Called each time the server confirms the subscription (again after every reconnect). */
-  onSubscribed?: () => void;
+  /** Called each time the server confirms the subscription (again after every reconnect), before any publication that follows. */
+  onSubscribed?: (info: SubscribedInfo) => void;
+  /**
+   * Called after every re-subscribe that follows a reconnect, before the publications that follow
+   * it: `recovered` true when what was missed follows, false when it is lost (see {@link SubscribedInfo.recovered}).
+   */
+  onRecovery?: (recovered: boolean, info: SubscribedInfo) => void;
+}
+
+export interface HistoryOptions extends RequestOptions {
+  /** At most this many publications (the latest ones, or the first after `since`); default: the channel's recovery limit. */
+  limit?: number;
+  /** Only publications after this position (from a `history()` answer or a `DataInfo`). */
+  since?: Position;
+}
+
+/** The answer to `history()`: publications oldest first, and the stream's position when it was read. */
+export interface HistoryResult<T = any> extends Position {
+  publications: { offset: number; data: T }[];
 }
 
 /** Base class of the client's errors. */
@@ -116,8 +163,19 @@ export interface Client {
   readonly closeCode?: number;
   /** The reason text of that close frame ('' when it had none). */
   readonly closeReason?: string;
-  /** Subscribe to a pub/sub channel; returns the unsubscribe function. */
-  subscribe(channel: string, params: Record<string, unknown> | undefined, onData: (data: any) => void, options?: SubscribeOptions): () => void;
+  /**
+   * Subscribe to a pub/sub channel; returns the unsubscribe function. `onData` gets each publication's
+   * data, and on a channel with history its offset and epoch; after a reconnect, what was missed is
+   * recovered when the channel keeps it (see {@link SubscribeOptions.onRecovery}).
+   */
+  subscribe(channel: string, params: Record<string, unknown> | undefined, onData: (data: any, info: DataInfo) => void, options?: SubscribeOptions): () => void;
+  /**
+   * Read the stream of a history channel (with its subscribe-time `params`): the latest `limit`
+   * publications, or those after `since`, oldest first, and the stream's position. A `since` of
+   * another epoch (or older than what is kept) is answered with what is kept: compare the epochs.
+   * Rejects with a ServerError for a channel without history.
+   */
+  history<T = any>(channel: string, params?: Record<string, unknown>, options?: HistoryOptions): Promise<HistoryResult<T>>;
   /** Call a server action; resolves with its result. */
   action<T = any>(name: string, data?: Record<string, unknown>, options?: RequestOptions): Promise<T>;
   /** Open (or join) a bidirectional channel. */
@@ -147,8 +205,17 @@ interface Sub {
   channel: string;
   params: Record<string, unknown>;
   key: string;
-  onData: (data: any) => void;
+  onData: (data: any, info: DataInfo) => void;
   opts: SubscribeOptions;
+}
+
+/** Where a server subscription (channel + params) is, across reconnects. */
+interface Track {
+  /** The offset of the last publication delivered and the epoch (history channels; unset when unknown). */
+  offset?: number;
+  epoch?: string;
+  /** Confirmed on an earlier socket and not yet on this one: its next confirmation is a re-subscribe. */
+  resumed?: boolean;
 }
 
 interface Chan {
@@ -182,9 +249,9 @@ function listen<T>(set: Set<T>, fn: T): () => void {
   return () => void set.delete(fn);
 }
 
-function call(fn: Function, arg: unknown): void {
+function call(fn: Function, ...args: unknown[]): void {
   try {
-    fn(arg);
+    fn(...args);
   } catch (err) {
     console.error(err);
   }
@@ -270,6 +337,8 @@ class ClientImpl implements Client {
   private subs = new Set<Sub>();
   /** Subscriptions the server has (or is being asked for) on this socket, by key. */
   private live = new Map<string, Live>();
+  /** Positions of the subscriptions, by key: they outlive a socket, to recover from. */
+  private tracks = new Map<string, Track>();
   private chans = new Map<string, Chan>();
   /** Frames waiting for the socket to open. */
   private outbox: Msg[] = [];
@@ -357,6 +426,10 @@ class ClientImpl implements Client {
     if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     this.outbox = [];
     this.asks.clear();
+    for (const [key, l] of this.live) {
+      const t = this.tracks.get(key);
+      if (t && l.ok) t.resumed = true;
+    }
     this.live.clear();
     this.failPending(() => 1, this.why ?? 'Connection closed');
     for (const chan of [...this.chans.values()]) {
@@ -423,18 +496,58 @@ class ClientImpl implements Client {
     const key = msg.id == null ? '' : String(msg.id);
     const name: string = msg.channel;
     switch (msg.type) {
-      case 'data':
-        for (const sub of [...this.subs]) if (sub.channel === name) call(sub.onData, msg.data);
+      case 'data': {
+        const info: DataInfo = {};
+        if (typeof msg.offset === 'number') {
+          info.offset = msg.offset;
+          // Publications name only the channel: with one server subscription of it, a publication at
+          // or before the last one delivered arrived already; with several, offsets cannot be told
+          // apart, so everything is delivered and their positions are forgotten (no recovery).
+          const keys = [...this.live.keys()].filter((k) => this.live.get(k)!.channel === name);
+          for (const k of keys) {
+            const t = this.tracks.get(k);
+            if (!t) continue;
+            if (keys.length > 1) t.offset = t.epoch = undefined;
+            else if (t.offset !== undefined) {
+              if (msg.offset <= t.offset) return;
+              t.offset = msg.offset;
+              info.epoch = t.epoch;
+            }
+          }
+        }
+        for (const sub of [...this.subs]) if (sub.channel === name) call(sub.onData, msg.data, info);
         return;
+      }
       case 'subscribed': {
         const ask = this.asks.get(key);
         this.asks.delete(key);
         const live = ask?.sub ? this.live.get(ask.sub) : undefined;
         if (live?.id !== key) return; // unsubscribed meanwhile
         live.ok = true;
-        for (const sub of this.subs) if (sub.key === ask!.sub && sub.opts.onSubscribed) call(sub.opts.onSubscribed, undefined);
+        const t = this.tracks.get(ask!.sub!) ?? {};
+        const recovered = msg.recovered === true;
+        const at = typeof msg.offset === 'number' && typeof msg.epoch === 'string';
+        // recovered: the missed publications follow and move the position on from the last one seen
+        if (recovered && t.offset !== undefined) t.epoch = msg.epoch;
+        else {
+          t.offset = at ? msg.offset : undefined;
+          t.epoch = at ? msg.epoch : undefined;
+        }
+        const info: SubscribedInfo = { resubscribed: !!t.resumed };
+        if (t.resumed) info.recovered = recovered;
+        t.resumed = false;
+        if (at) {
+          info.offset = msg.offset;
+          info.epoch = msg.epoch;
+        }
+        for (const sub of [...this.subs]) {
+          if (sub.key !== ask!.sub) continue;
+          if (sub.opts.onSubscribed) call(sub.opts.onSubscribed, { ...info });
+          if (info.resubscribed && sub.opts.onRecovery) call(sub.opts.onRecovery, recovered, { ...info });
+        }
         return;
       }
+      case 'history':
       case 'action':
       case 'reply': {
         // an action answer, or the answer to one of our channel requests
@@ -443,7 +556,7 @@ class ClientImpl implements Client {
         this.pending.delete(key);
         clearTimeout(p.timer);
         if (msg.type === 'reply' && msg.error != null) p.fail(new ServerError(String(msg.error)));
-        else p.ok(msg.type === 'reply' ? msg.payload : msg.data);
+        else p.ok(msg.type === 'history' ? msg : msg.type === 'reply' ? msg.payload : msg.data);
         return;
       }
       case 'opened': {
@@ -491,6 +604,7 @@ class ClientImpl implements Client {
           // a refused subscription is dropped, so it is not retried after a reconnect
           if (ask.sub && this.live.get(ask.sub)?.id === key) this.live.delete(ask.sub);
           else ask.sub = undefined; // about a subscription given up meanwhile
+          if (ask.sub) this.tracks.delete(ask.sub);
           for (const sub of [...this.subs]) {
             if (sub.key !== ask.sub) continue;
             this.subs.delete(sub);
@@ -546,17 +660,23 @@ class ClientImpl implements Client {
 
   // ---- pub/sub ----
 
-  subscribe(channel: string, params: Record<string, unknown> | undefined, onData: (data: any) => void, opts: SubscribeOptions = {}): () => void {
+  subscribe(channel: string, params: Record<string, unknown> | undefined, onData: (data: any, info: DataInfo) => void, opts: SubscribeOptions = {}): () => void {
     params = params ?? {};
     const sub: Sub = { channel, params, key: channel + '\0' + JSON.stringify(params), onData, opts };
     if (this.stopped) return () => {};
     this.subs.add(sub);
-    // one server subscription per (channel, params): local subscribers share it
+    if (!this.tracks.has(sub.key)) this.tracks.set(sub.key, {});
+    // one server subscription per (channel, params): local subscribers share it (and its position)
     const live = this.live.get(sub.key);
     if (!live) this.sendSubscribe(sub);
-    else if (live.ok && opts.onSubscribed) Promise.resolve().then(() => this.subs.has(sub) && call(opts.onSubscribed!, undefined));
+    else if (live.ok && opts.onSubscribed) {
+      const t = this.tracks.get(sub.key)!;
+      const info: SubscribedInfo = { resubscribed: false, offset: t.offset, epoch: t.epoch };
+      Promise.resolve().then(() => this.subs.has(sub) && call(opts.onSubscribed!, info));
+    }
     return () => {
       if (!this.subs.delete(sub)) return;
+      if (![...this.subs].some((s) => s.key === sub.key)) this.tracks.delete(sub.key);
       // Publications name only the channel, so every local subscriber of a channel gets all of its
       // data anyway: the server subscriptions of a channel are left together, with its last subscriber
       // (for a channel without subscribe-time parameters the server leaves them all at once).
@@ -574,7 +694,18 @@ class ClientImpl implements Client {
     const id = String(this.nextId());
     this.live.set(sub.key, { channel: sub.channel, params: sub.params, id });
     this.asks.set(id, { sub: sub.key });
-    this.send({ type: 'subscribe', channel: sub.channel, data: sub.params, id: +id });
+    const msg: Msg = { type: 'subscribe', channel: sub.channel, data: sub.params, id: +id };
+    // recover from the last publication delivered (history channels)
+    const t = this.tracks.get(sub.key);
+    if (t?.offset !== undefined && t.epoch !== undefined) msg.recover = { offset: t.offset, epoch: t.epoch };
+    this.send(msg);
+  }
+
+  history<T = any>(channel: string, params: Record<string, unknown> = {}, options: HistoryOptions = {}): Promise<HistoryResult<T>> {
+    const msg: Msg = { type: 'history', channel, data: params };
+    if (options.limit != null) msg.limit = options.limit;
+    if (options.since) msg.since = { offset: options.since.offset, epoch: options.since.epoch };
+    return this.ask<Msg>(msg, options).then((m) => ({ publications: m.publications ?? [], offset: m.offset, epoch: m.epoch }));
   }
 
   action<T = any>(name: string, data: Record<string, unknown> = {}, options?: RequestOptions): Promise<T> {

@@ -1,8 +1,8 @@
 /**
  * React hooks for switchboard-client (entry `switchboard-client/react`; React is a peer dependency).
  */
-import { useEffect, useState } from 'react';
-import type { Bridge, Client, ConnectionState } from './index.js';
+import { useEffect, useRef, useState } from 'react';
+import type { Bridge, Client, ConnectionState, SubscribedInfo } from './index.js';
 
 /**
  * Open the bidirectional channel `name` for the life of the component (like Pulse's `usePulseChannel`).
@@ -34,20 +34,75 @@ export function useChannel(client: Client | null | undefined, name: string, para
   return bridge;
 }
 
+export interface UseSubscriptionOptions {
+  /**
+   * Called after every re-subscribe that follows a reconnect: `recovered` false means publications
+   * were missed for good (refetch, e.g. with `client.history()`); true, that they follow.
+   */
+  onRecovery?: (recovered: boolean, info: SubscribedInfo) => void;
+}
+
 /**
  * Subscribe to the pub/sub channel `channel` for the life of the component; returns the latest data
- * (undefined until the first publication).
+ * (undefined until the first publication). `options.onRecovery` reports each re-subscribe after a
+ * reconnect (the latest callback is used; changing it does not re-subscribe).
  */
-export function useSubscription<T = any>(client: Client | null | undefined, channel: string, params?: Record<string, unknown>): T | undefined {
-  const [data, setData] = useState<T | undefined>(undefined);
+export function useSubscription<T = any>(
+  client: Client | null | undefined,
+  channel: string,
+  params?: Record<string, unknown>,
+  options?: UseSubscriptionOptions,
+): T | undefined {
+  return useSubscriptionState<T>(client, channel, params, options).data;
+}
+
+/** What {@link useSubscriptionState} returns. */
+export interface SubscriptionState<T> {
+  /** The latest publication's data (undefined until the first). */
+  data: T | undefined;
+  /** On a channel with history: the latest publication's offset and the stream's epoch. */
+  offset?: number;
+  epoch?: string;
+  /**
+   * undefined until the first reconnect; then whether the last re-subscribe recovered what was
+   * missed (false: publications were lost, refetch).
+   */
+  recovered?: boolean;
+  /** How many re-subscribes (after reconnects) there were: an effect keyed on it runs after each. */
+  resubscribes: number;
+}
+
+/**
+ * Like {@link useSubscription}, with the subscription's state: the latest data, its offset and epoch,
+ * and whether the last re-subscribe after a reconnect recovered what was missed.
+ */
+export function useSubscriptionState<T = any>(
+  client: Client | null | undefined,
+  channel: string,
+  params?: Record<string, unknown>,
+  options?: UseSubscriptionOptions,
+): SubscriptionState<T> {
+  const [state, setState] = useState<SubscriptionState<T>>({ data: undefined, resubscribes: 0 });
+  const latest = useRef(options);
+  latest.current = options;
   const key = JSON.stringify(params ?? {});
   useEffect(() => {
     if (!client) return;
-    setData(undefined);
-    return client.subscribe(channel, params, (d: T) => setData(() => d));
+    setState({ data: undefined, resubscribes: 0 });
+    return client.subscribe(
+      channel,
+      params,
+      (data: T, info) => setState((s) => ({ ...s, data, offset: info.offset, epoch: info.epoch })),
+      {
+        onRecovery: (recovered, info) => {
+          setState((s) => ({ ...s, recovered, resubscribes: s.resubscribes + 1 }));
+          latest.current?.onRecovery?.(recovered, info);
+        },
+      },
+    );
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [client, channel, key]);
-  return data;
+  return state;
 }
 
 /** The client's connection state, re-rendering on every change. */
