@@ -33,8 +33,10 @@ const MIN_BATCH_INTERVAL: Duration = Duration::from_millis(10);
 ///
 /// The sockets of the registries linked to this one (an endpoint with its own registry, such as a
 /// `Node`'s, served by this server) count as this one's: they are closed, counted and waited for
-/// with it. Closing this registry closes the linked ones for good, too (one level: the links of a
-/// linked registry are not followed).
+/// with it. Closing this registry closes the sockets the linked ones hold at that moment, but not
+/// the linked registries themselves: a `Node` served again after its server shut down serves as
+/// before (one level: the links of a linked registry are not followed). A server that is closing
+/// refuses new upgrades (503), so nothing new opens through it.
 #[derive(Clone, Default)]
 pub struct Sockets {
     inner: Arc<Inner>,
@@ -344,13 +346,12 @@ impl Sockets {
     }
 
     /// Links `other` (an endpoint's own registry) to this one (the server's): its sockets are
-    /// closed, counted and waited for with this one's. If this one is closing, `other`'s sockets
-    /// are closed at once, and so are those that open there later.
+    /// closed, counted and waited for with this one's.
     pub(super) fn link(&self, other: &Sockets) {
         if Arc::ptr_eq(&self.inner, &other.inner) {
             return;
         }
-        let closing = {
+        {
             let mut state = self.inner.state.lock();
             state.linked.retain(|linked| linked.strong_count() > 0);
             // Compared only among live registries, so an address is not mistaken for a dead one's.
@@ -360,13 +361,6 @@ impl Sockets {
                 .any(|linked| linked.as_ptr() == Arc::as_ptr(&other.inner));
             if !known {
                 state.linked.push(Arc::downgrade(&other.inner));
-            }
-            state.closing.clone()
-        };
-        if let Some((code, reason)) = closing {
-            let (_, open) = other.inner.close_own(code, &reason);
-            for ws in open {
-                let _ = ws.close(code, &reason);
             }
         }
     }
@@ -378,13 +372,15 @@ impl Sockets {
         state.linked.iter().filter_map(Weak::upgrade).collect()
     }
 
-    /// Marks this registry and the linked ones closing, and returns their open sockets; true if
-    /// this registry was not closing yet.
+    /// Marks this registry closing, and returns its open sockets and the linked registries' (those
+    /// stay open to other servers); true if this registry was not closing yet.
     fn begin_close(&self, code: u16, reason: &str) -> (bool, Vec<WebSocket>) {
         let (first, mut open) = self.inner.close_own(code, reason);
-        // One registry's lock at a time.
-        for linked in self.linked() {
-            open.extend(linked.close_own(code, reason).1);
+        if first {
+            // One registry's lock at a time.
+            for linked in self.linked() {
+                open.extend(linked.state.lock().open.values().cloned());
+            }
         }
         (first, open)
     }
@@ -595,22 +591,19 @@ mod tests {
 
         server.close_all(1001, "bye").expect("valid close");
         assert!(a.is_closed() && b.is_closed());
-        assert!(endpoint.is_closing());
-        // Later sockets of the linked registry are closed at once too.
+        // The endpoint's registry stays open: its owner (a node) may be served again, elsewhere.
+        assert!(server.is_closing() && !endpoint.is_closing());
         let later = socket();
         endpoint.register(&later);
-        assert!(later.is_closed());
-
-        // A registry linked to a server already closing is closed at once.
-        let (other, open) = (Sockets::new(), socket());
-        other.register(&open);
-        server.link(&other);
-        assert!(open.is_closed() && other.is_closing());
+        assert!(!later.is_closed());
 
         // A dropped registry is unlinked.
+        let other = Sockets::new();
+        server.link(&other);
+        assert_eq!(server.linked().len(), 2);
         drop(other);
-        assert_eq!(server.len(), 3);
         assert_eq!(server.linked().len(), 1);
+        assert_eq!(server.len(), 3);
     }
 
     #[test]

@@ -117,6 +117,9 @@ where
     // The server's registry of open sockets, if it keeps one (to close them all when it shuts
     // down); the endpoint's own, linked to the server's, if it has one.
     let server = request.extensions().get::<Sockets>();
+    if server.is_some_and(Sockets::is_closing) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down\n").into_response();
+    }
     let sockets = match own {
         Some(own) => {
             if let Some(server) = server {
