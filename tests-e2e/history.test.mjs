@@ -3,7 +3,8 @@
 // what it showed and goes on with the new stream.
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { launch, startServer, screenshot } from './lib.mjs';
+import { spawn } from 'node:child_process';
+import { launch, startServer, screenshot, freePort, waitFor } from './lib.mjs';
 
 let browser;
 const servers = [];
@@ -83,4 +84,62 @@ test('after a server restart the page keeps its messages and goes on with the ne
   assert.deepEqual(await messages(page), ['User: after the restart']);
   await page.close();
   assert.deepEqual(browser.errors.filter((e) => e.startsWith('pageerror')), []);
+});
+
+/** A redis-server on a free loopback port, without persistence; null if it is not installed. */
+async function startRedis() {
+  const port = await freePort();
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: 'ignore',
+  });
+  const failed = await new Promise((resolve) => {
+    proc.on('error', () => resolve(true));
+    setTimeout(() => resolve(false), 200);
+  });
+  if (failed) return null;
+  await waitFor(async () => {
+    const net = await import('node:net');
+    return await new Promise((resolve) => {
+      const socket = net.connect(port, '127.0.0.1', () => {
+        socket.end();
+        resolve(true);
+      });
+      socket.on('error', () => resolve(false));
+    });
+  }, 10000, 'redis-server listening');
+  return { url: `redis://127.0.0.1:${port}`, stop: () => proc.kill('SIGKILL') };
+}
+
+test('with the Redis broker, a page recovers across its server restart what another node published meanwhile', async (t) => {
+  const redis = await startRedis();
+  if (!redis) return t.skip('redis-server is not installed');
+  try {
+    const broker = ['--broker', redis.url];
+    const first = await startServer('switchboard', undefined, broker);
+    const other = await startServer('switchboard', undefined, broker);
+    servers.push(first, other);
+    const page = await openPage(first);
+    await send(page, 'before the restart');
+
+    await first.kill(); // a crash of this node; the stream lives in Redis
+    await page.waitForSelector('#state:not([data-state=open])', { timeout: 5000 });
+    const elsewhere = await openPage(other);
+    await elsewhere.waitForSelector('#messages li:text-is("User: before the restart")', { timeout: 5000 });
+    await send(elsewhere, 'while it was down');
+
+    const restarted = await startServer('switchboard', first.port, broker);
+    servers.push(restarted);
+    await page.waitForSelector('#state[data-state=open]', { timeout: 15000 });
+    // Recovered from the shared stream: the missed message, once, in order.
+    await page.waitForSelector('#messages li:text-is("User: while it was down")', { timeout: 10000 });
+    assert.deepEqual(await messages(page), ['User: before the restart', 'User: while it was down']);
+    await send(elsewhere, 'after the restart');
+    await page.waitForSelector('#messages li:text-is("User: after the restart")', { timeout: 5000 });
+    assert.deepEqual(await messages(page), ['before the restart', 'while it was down', 'after the restart'].map((m) => `User: ${m}`));
+    await page.close();
+    await elsewhere.close();
+    assert.deepEqual(browser.errors.filter((e) => e.startsWith('pageerror')), []);
+  } finally {
+    redis.stop();
+  }
 });

@@ -53,10 +53,10 @@ function canConnect(port) {
  * `port` (a free one by default) and wait until it accepts connections.
  * Returns { port, url, wsUrl, proc, stop(), kill(), output() }.
  */
-export async function startServer(name, port) {
+export async function startServer(name, port, extraArgs = []) {
   port ??= await freePort();
   const bind = `127.0.0.1:${port}`;
-  const args = name === 'switchboard' ? ['serve', '--bind', bind] : ['--bind', bind];
+  const args = [...(name === 'switchboard' ? ['serve', '--bind', bind] : ['--bind', bind]), ...extraArgs];
   const proc = spawn(binary(name), args, { stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_LOG: 'warn', ...process.env } });
   let out = '';
   proc.stdout.on('data', (d) => (out += d));
