@@ -14,10 +14,13 @@
 //! `redis-server` on a free loopback port unless `--redis redis://host:port` is given; everything
 //! else runs in this process, on loopback sockets.
 
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
 use clap::Parser;
+use redis_server::start_redis;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -307,46 +310,6 @@ async fn run(
         catch_up,
         commands_per_client,
     })
-}
-
-struct RedisChild(Child);
-
-impl Drop for RedisChild {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn start_redis() -> Result<(String, RedisChild), Box<dyn std::error::Error>> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("could not start redis-server (install it, or pass --redis URL): {e}"))?;
-    let child = RedisChild(child);
-    let url = format!("redis://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match redis::Client::open(url.as_str())?
-            .get_multiplexed_async_connection()
-            .await
-        {
-            Ok(_) => return Ok((url, child)),
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(err) => return Err(format!("redis-server did not start: {err}").into()),
-        }
-    }
 }
 
 #[tokio::main]
