@@ -152,11 +152,13 @@ impl Hub {
                 None
             }
             (Ok(()), Ack::Stream(join), Some(read)) => Some((join, read)),
-            // Unreachable: a history join that was confirmed has read its stream.
-            (Ok(()), Ack::Stream(_), None) => None,
-            (Err(err), _, _) => {
+            // A failure — or a history join without its read, which a confirmed join cannot be —
+            // leaves the topic as it was.
+            (outcome, _, _) => {
                 Self::release_if_unused(&mut shard, topic, broker);
-                return Err(err);
+                return Err(outcome
+                    .err()
+                    .unwrap_or_else(|| BrokerError("the stream was not read".into())));
             }
         };
         if let Some((join, read)) = stream_join {

@@ -189,12 +189,12 @@ impl Session {
         let limit = limit.min(history.policy.size);
         let read = match &since {
             // A `since` of another epoch continues nothing kept: the latest are sent.
-            Some(since) => match self.node.read_stream(&def, &topic, None, 0).await {
-                Ok(now) if now.position.epoch == since.epoch => {
-                    self.node.read_stream(&def, &topic, Some(since.offset), limit).await
+            // One read when the epoch matches (the usual case), a second only when it does not.
+            Some(since) => match self.node.read_stream(&def, &topic, Some(since.offset), limit).await {
+                Ok(read) if read.position.epoch != since.epoch => {
+                    self.node.read_stream(&def, &topic, None, limit).await
                 }
-                Ok(_) => self.node.read_stream(&def, &topic, None, limit).await,
-                Err(err) => Err(err),
+                other => other,
             },
             None => self.node.read_stream(&def, &topic, None, limit).await,
         };
