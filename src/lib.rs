@@ -36,6 +36,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod auth;
 mod broker;
 pub mod client;
 mod duplex;
@@ -48,6 +49,7 @@ mod session;
 mod shutdown;
 pub mod ws;
 
+pub use auth::{Auth, AuthRequest, Identity, Jwt, Refusal};
 #[cfg(feature = "redis")]
 pub use broker::RedisBroker;
 pub use broker::{Broker, BrokerError, Delivery, HistoryPolicy, MemoryBroker, StreamPosition, StreamRead};
