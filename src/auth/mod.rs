@@ -92,10 +92,46 @@ impl Identity {
     pub fn is_expired(&self) -> bool {
         self.expires_at.is_some_and(|at| at <= unix_now())
     }
+}
 
-    pub(crate) fn into_parts(self) -> (String, Option<Value>, Option<u64>) {
-        (self.user, self.info, self.expires_at)
+tokio::task_local! {
+    /// The identity of the connection whose message is being handled.
+    static CURRENT: Arc<Identity>;
+}
+
+impl Identity {
+    /// The identity of the connection whose message is being handled: readable from a channel
+    /// function or an action while it answers a client (`None` elsewhere, e.g. in a broadcast
+    /// from a background task). Routes and authorization hooks also have
+    /// [`Connection::identity`](crate::Connection::identity).
+    ///
+    /// ```
+    /// use switchboard::{Identity, Router};
+    /// let mut router = Router::new();
+    /// router.action("whoami", |_: serde_json::Value| async move {
+    ///     let who = Identity::current().unwrap_or_default();
+    ///     Ok::<_, String>(serde_json::json!({ "user": who.user_id(), "info": who.info() }))
+    /// });
+    /// ```
+    pub fn current() -> Option<Identity> {
+        CURRENT.try_with(|identity| Identity::clone(identity)).ok()
     }
+}
+
+/// Runs `future` with `identity` as [`Identity::current`].
+pub(crate) async fn scope<F: Future>(identity: Arc<Identity>, future: F) -> F::Output {
+    CURRENT.scope(identity, future).await
+}
+
+/// Runs `f` with `identity` as [`Identity::current`].
+pub(crate) fn sync_scope<R>(identity: Arc<Identity>, f: impl FnOnce() -> R) -> R {
+    CURRENT.sync_scope(identity, f)
+}
+
+/// The identity of every connection of a node without authentication.
+pub(crate) fn anonymous() -> Arc<Identity> {
+    static ANONYMOUS: std::sync::OnceLock<Arc<Identity>> = std::sync::OnceLock::new();
+    ANONYMOUS.get_or_init(|| Arc::new(Identity::anonymous())).clone()
 }
 
 /// Seconds since the Unix epoch now.

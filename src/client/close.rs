@@ -11,6 +11,10 @@ pub const RECONNECT_CODES: RangeInclusive<u16> = 4000..=4499;
 /// [`Client::server_close`](super::Client::server_close) tells the application why.
 pub const NO_RECONNECT_CODES: RangeInclusive<u16> = 4500..=4999;
 
+/// The server's "token expired" (PROTOCOL.md, "Identity"): a client with a `get_token` callback
+/// reconnects with a fresh token; one without stops, since its token would only expire again.
+pub const TOKEN_EXPIRED: u16 = 4005;
+
 /// The close frame the server ended a connection with: its code and reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerClose {

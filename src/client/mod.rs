@@ -49,6 +49,7 @@
 //! close codes end it for good); `subscription.rs` and `duplex.rs` are the handles an application
 //! holds.
 
+mod auth;
 mod close;
 mod duplex;
 mod error;
@@ -58,7 +59,8 @@ mod reconnect;
 mod state;
 mod subscription;
 
-pub use close::{ServerClose, NO_RECONNECT_CODES, RECONNECT_CODES};
+pub use auth::ClientIdentity;
+pub use close::{ServerClose, NO_RECONNECT_CODES, RECONNECT_CODES, TOKEN_EXPIRED};
 pub use duplex::{ChannelState, ClientChannel, Remover};
 pub use error::ClientError;
 pub use history::{History, Position, Publication};
@@ -137,6 +139,10 @@ pub struct ClientBuilder {
     url: String,
     config: ClientConfig,
     on_channel: Vec<ChannelCallback>,
+    token: Option<String>,
+    get_token: Option<auth::TokenSource>,
+    connect_data: Option<Value>,
+    authenticate: bool,
 }
 
 impl ClientBuilder {
@@ -152,9 +158,56 @@ impl ClientBuilder {
         self
     }
 
-    /// Connects (the first attempt must succeed) and keeps the connection up from then on.
+    /// Authenticates with `token` (PROTOCOL.md, "Identity"): every connection sends `connect`
+    /// with it first, and nothing else until the server answers `connected`.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self.authenticate = true;
+        self
+    }
+
+    /// Asks `get_token` for a token: for the first connection (unless [`token`](Self::token)
+    /// gave one), after the server closed with 4005 ("token expired"), and a little before the
+    /// identity expires (sent as `refresh`). Without it, a 4005 ends the client.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), switchboard::client::ClientError> {
+    /// let client = switchboard::client::Client::builder("ws://127.0.0.1:8000/")
+    ///     .get_token(|| async { Ok::<_, String>("JWT from my backend".to_owned()) })
+    ///     .connect()
+    ///     .await?;
+    /// println!("connected as {:?}", client.identity());
+    /// # Ok(()) }
+    /// ```
+    pub fn get_token<F, Fut, E>(mut self, get_token: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<String, E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        self.get_token = Some(Arc::new(move || {
+            let token = get_token();
+            Box::pin(async move { token.await.map_err(|e| e.to_string()) })
+        }));
+        self.authenticate = true;
+        self
+    }
+
+    /// Sends `connect` with this `data` (for the server's connect proxy; the handshake's headers
+    /// go with it), with or without a token.
+    pub fn connect_data(mut self, data: Value) -> Self {
+        self.connect_data = Some(data);
+        self.authenticate = true;
+        self
+    }
+
+    /// Connects (the first attempt must succeed) and keeps the connection up from then on. With
+    /// authentication, the client is [`Open`](ConnectionState::Open) once `connected`.
     pub async fn connect(self) -> Result<Client, ClientError> {
-        let shared = Arc::new(ClientState::new(self.url, self.config, self.on_channel));
+        let auth = self
+            .authenticate
+            .then(|| Arc::new(auth::ClientAuth::new(self.token, self.get_token, self.connect_data)));
+        let shared = Arc::new(ClientState::new(self.url, self.config, self.on_channel, auth));
         // Subscribed before connecting, so it sees every change the connection makes.
         let mut state = shared.state.subscribe();
         let handler = reader::Reader::new(shared.clone());
@@ -186,7 +239,17 @@ impl Client {
             url: url.to_owned(),
             config: ClientConfig::default(),
             on_channel: Vec::new(),
+            token: None,
+            get_token: None,
+            connect_data: None,
+            authenticate: false,
         }
+    }
+
+    /// Who the server says this client is (its last `connected`); `None` while not connected,
+    /// or when the client does not authenticate.
+    pub fn identity(&self) -> Option<ClientIdentity> {
+        self.shared().auth.as_ref().and_then(|auth| auth.identity())
     }
 
     fn shared(&self) -> &Arc<ClientState> {
@@ -235,14 +298,25 @@ impl Client {
     /// After a reconnect the subscription is made again by itself, recovering what was missed on
     /// a channel with history: see [`Subscription`].
     pub async fn subscribe(&self, channel: &str, params: Value) -> Result<Subscription, ClientError> {
+        self.subscribe_inner(channel, params, None).await
+    }
+
+    /// [`subscribe`](Self::subscribe) to a channel that needs a subscription token
+    /// (PROTOCOL.md, "Identity"); the token is presented again when the subscription is restored
+    /// after a reconnect. A refusal is `ClientError::Remote("Permission denied")`.
+    pub async fn subscribe_with_token(&self, channel: &str, params: Value, token: &str) -> Result<Subscription, ClientError> {
+        self.subscribe_inner(channel, params, Some(token)).await
+    }
+
+    async fn subscribe_inner(&self, channel: &str, params: Value, token: Option<&str>) -> Result<Subscription, ClientError> {
         let shared = self.shared();
         let params = if params.is_null() { json!({}) } else { params };
         let id = shared.next_sub_id();
         let (tx, rx) = mpsc::unbounded_channel();
         // Registered first, so a publication right after `subscribed` is not missed.
-        shared.add_sub(channel, &params, LocalSub { id, tx });
+        shared.add_sub(channel, &params, LocalSub { id, tx }, token);
         let subscription = Subscription::new(channel.to_owned(), id, rx, Arc::downgrade(shared));
-        match shared.subscribe_call(channel, &params).await {
+        match shared.subscribe_call(channel, &params, token).await {
             Ok(_) => Ok(subscription),
             Err(err) => {
                 // Refused: forget it locally without telling the server.
@@ -290,6 +364,7 @@ impl Client {
             id: None,
             limit,
             since: since.map(Position::to_wire),
+            token: None,
         };
         let shared = self.shared();
         let what = format!("history of '{channel}'");

@@ -3,7 +3,8 @@
 
 use super::duplex::{send_reply, ChannelState, ClientChannel};
 use super::state::ClientState;
-use super::{ConnectionState, NO_RECONNECT_CODES};
+use super::auth::{CONNECT_ID, REFRESH_ID};
+use super::{ClientIdentity, ConnectionState, ServerClose, TOKEN_EXPIRED};
 use crate::protocol::{text, DuplexMessage, ServerMessage};
 use crate::ws::{CloseFrame, Handler, Text, WebSocket};
 use serde_json::Value;
@@ -39,6 +40,14 @@ impl Reader {
             ServerMessage::Action { data, id, .. } => {
                 shared.resolve(id.as_ref(), Ok(data.unwrap_or(Value::Null)));
             }
+            ServerMessage::Error { channel, message, id } if is_auth_id(id.as_ref()) => {
+                // A refused `connect` (say, the connect proxy's error): this connection ends,
+                // and the next one, after the backoff, tries again.
+                tracing::warn!(?channel, %message, "the server refused to authenticate the client");
+                if id.as_ref().and_then(Value::as_str) == Some(CONNECT_ID) {
+                    let _ = ws.close(1000, "connect refused");
+                }
+            }
             ServerMessage::Error { channel, message, id } => {
                 if !shared.resolve(id.as_ref(), Err(message.clone())) {
                     tracing::warn!(?channel, ?id, %message, "server error that answers no request");
@@ -55,6 +64,30 @@ impl Reader {
                 shared.resolve(id.as_ref(), Ok(reply));
             }
             ServerMessage::Duplex(message) => self.duplex(ws, message),
+            ServerMessage::Connected {
+                client,
+                user,
+                expires_in,
+                ..
+            } => {
+                let Some(auth) = &shared.auth else { return };
+                auth.connected(
+                    ws,
+                    ClientIdentity {
+                        client,
+                        user,
+                        expires_in,
+                    },
+                );
+                // Now the server takes the rest: the subscriptions and channels come back.
+                shared.restore();
+                shared.state.send_replace(ConnectionState::Open);
+            }
+            ServerMessage::Refreshed { expires_in, .. } => {
+                if let Some(auth) = &shared.auth {
+                    auth.refreshed(ws, expires_in);
+                }
+            }
         }
     }
 
@@ -124,6 +157,19 @@ impl Handler for Reader {
             return;
         }
         *self.shared.ws.lock() = Some(ws.clone());
+        if let Some(auth) = self.shared.auth.clone() {
+            // Nothing else until `connected`: restoring and opening wait for it.
+            match auth.connect_message().await {
+                Ok(connect) => {
+                    let _ = ws.send_text(connect.encode());
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "no token to connect with");
+                    let _ = ws.close(1000, "no token");
+                }
+            }
+            return;
+        }
         self.shared.restore();
         self.shared.state.send_replace(ConnectionState::Open);
     }
@@ -138,12 +184,29 @@ impl Handler for Reader {
     async fn on_close(&mut self, ws: &WebSocket, close: CloseFrame) {
         tracing::debug!(code = close.code, reason = %close.reason, by_peer = close.by_peer, "client connection ended");
         self.shared.record_close(&close);
-        // A close code in 4500–4999 from the server means "do not reconnect".
-        let refused = close.by_peer && NO_RECONNECT_CODES.contains(&close.code);
+        if let Some(auth) = &self.shared.auth {
+            if close.by_peer && close.code == TOKEN_EXPIRED {
+                auth.token_expired();
+            } else {
+                auth.disconnected();
+            }
+        }
+        // A close code in 4500–4999 from the server means "do not reconnect" (and so does 4005
+        // for a client that cannot get a fresh token).
+        let server_close = ServerClose {
+            code: close.code,
+            reason: close.reason.clone(),
+        };
+        let refused = close.by_peer && self.shared.ends_client(&server_close);
         if refused {
             tracing::info!(code = close.code, reason = %close.reason, "the server closed the connection for good: not reconnecting");
         }
         let reconnecting = self.shared.config.reconnect && !self.shared.is_shutting_down() && !refused;
         self.shared.on_disconnect(ws, reconnecting);
     }
+}
+
+/// The id of the client's own `connect` or `refresh`.
+fn is_auth_id(id: Option<&Value>) -> bool {
+    matches!(id.and_then(Value::as_str), Some(CONNECT_ID | REFRESH_ID))
 }

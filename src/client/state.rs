@@ -2,6 +2,8 @@
 //! reconnect loop and its channels and subscriptions — the current socket, the calls waiting for
 //! the server's answer, and the registries that are restored after a reconnect.
 
+use super::auth::ClientAuth;
+use super::close::TOKEN_EXPIRED;
 use super::duplex::{ChannelState, ClientChannel};
 use super::history::Position;
 use super::subscription::SubscriptionEvent;
@@ -40,6 +42,8 @@ pub(crate) struct Topic {
     /// (before the first `subscribed`, or when publications of several topics of the channel
     /// could not be told apart).
     pub position: Option<Position>,
+    /// The subscription token it was made with (presented again when it is restored).
+    pub token: Option<String>,
     /// Confirmed by the server on the current connection.
     pub live: bool,
     /// Confirmed on an earlier connection and not yet on this one: its next confirmation is a
@@ -53,6 +57,7 @@ impl Topic {
             params,
             subs: Vec::new(),
             position: None,
+            token: None,
             live: false,
             resumed: false,
         }
@@ -88,10 +93,17 @@ pub(crate) struct ClientState {
     pub on_channel: Mutex<Vec<ChannelCallback>>,
     /// Server-opened channels announced before any `on_channel` callback was registered.
     pub backlog: Mutex<Vec<ClientChannel>>,
+    /// How the client authenticates, if it does.
+    pub auth: Option<Arc<ClientAuth>>,
 }
 
 impl ClientState {
-    pub fn new(url: String, config: ClientConfig, on_channel: Vec<ChannelCallback>) -> Self {
+    pub fn new(
+        url: String,
+        config: ClientConfig,
+        on_channel: Vec<ChannelCallback>,
+        auth: Option<Arc<ClientAuth>>,
+    ) -> Self {
         Self {
             url,
             config,
@@ -106,6 +118,7 @@ impl ClientState {
             channels: Mutex::new(HashMap::new()),
             on_channel: Mutex::new(on_channel),
             backlog: Mutex::new(Vec::new()),
+            auth,
         }
     }
 
@@ -134,8 +147,16 @@ impl ClientState {
     }
 
     /// The server's close frame when it said "do not reconnect" (4500–4999): the client is done.
+    /// So is a 4005 ("token expired") when the client has no `get_token` to ask for a fresh one:
+    /// the same token would only expire again.
     pub fn final_close(&self) -> Option<ServerClose> {
-        self.server_close().filter(ServerClose::is_final)
+        self.server_close().filter(|close| self.ends_client(close))
+    }
+
+    /// True when a server close with this frame ends the client for good.
+    pub fn ends_client(&self, close: &ServerClose) -> bool {
+        let renewable = self.auth.as_ref().is_some_and(|auth| auth.has_token_source());
+        close.is_final() || (close.code == TOKEN_EXPIRED && !renewable)
     }
 
     /// Why a call cannot be made on the closed client.
@@ -211,12 +232,14 @@ impl ClientState {
         channel: &str,
         params: &Value,
         recover: Option<&Position>,
+        token: Option<&str>,
     ) -> Result<Waiter<ClientError>, ClientError> {
         let message = ClientMessage::Subscribe {
             channel: channel.to_owned(),
             data: Some(params.clone()),
             id: None,
             recover: recover.map(Position::to_wire),
+            token: token.map(str::to_owned),
         };
         self.start_call_with(message, |id| {
             self.sub_calls.lock().insert(id, (channel.to_owned(), params.clone()));
@@ -224,12 +247,12 @@ impl ClientState {
     }
 
     /// Subscribes (waiting for the connection first) and waits for the answer.
-    pub async fn subscribe_call(&self, channel: &str, params: &Value) -> Result<Value, ClientError> {
+    pub async fn subscribe_call(&self, channel: &str, params: &Value, token: Option<&str>) -> Result<Value, ClientError> {
         let timeout = self.config.request_timeout;
         let deadline = Instant::now() + timeout;
         let what = format!("subscribe to '{channel}'");
         self.wait_open(deadline, &what).await?;
-        let waiter = self.start_subscribe(channel, params, None)?;
+        let waiter = self.start_subscribe(channel, params, None, token)?;
         let id = waiter.id;
         let answer = self.finish_call(waiter, deadline, timeout, what).await;
         self.sub_calls.lock().remove(&id);
@@ -304,7 +327,7 @@ impl ClientState {
 
     /// Registers a local subscription of `channel` with `params` (sharing the topic of earlier
     /// ones with the same parameters).
-    pub fn add_sub(&self, channel: &str, params: &Value, sub: LocalSub) {
+    pub fn add_sub(&self, channel: &str, params: &Value, sub: LocalSub, token: Option<&str>) {
         let mut subs = self.subs.lock();
         let topics = subs.entry(channel.to_owned()).or_default();
         let at = match topics.iter().position(|t| &t.params == params) {
@@ -314,6 +337,9 @@ impl ClientState {
                 topics.len() - 1
             }
         };
+        if let Some(token) = token {
+            topics[at].token = Some(token.to_owned());
+        }
         topics[at].subs.push(sub);
     }
 
@@ -458,7 +484,7 @@ impl ClientState {
     /// position on a history channel, and re-open every channel this client opened. Answers are
     /// awaited in background tasks.
     pub fn restore(self: &Arc<Self>) {
-        let mut wanted: Vec<(String, Value, Option<Position>)> = Vec::new();
+        let mut wanted: Vec<(String, Value, Option<Position>, Option<String>)> = Vec::new();
         {
             let mut subs = self.subs.lock();
             // Topics without local subscriptions are not subscribed again.
@@ -468,13 +494,18 @@ impl ClientState {
             });
             for (channel, topics) in subs.iter() {
                 for topic in topics {
-                    wanted.push((channel.clone(), topic.params.clone(), topic.position.clone()));
+                    wanted.push((
+                        channel.clone(),
+                        topic.params.clone(),
+                        topic.position.clone(),
+                        topic.token.clone(),
+                    ));
                 }
             }
         }
         let timeout = self.config.request_timeout;
-        for (channel, params, recover) in wanted {
-            let Ok(waiter) = self.start_subscribe(&channel, &params, recover.as_ref()) else {
+        for (channel, params, recover, token) in wanted {
+            let Ok(waiter) = self.start_subscribe(&channel, &params, recover.as_ref(), token.as_deref()) else {
                 return;
             };
             let shared = Arc::downgrade(self);

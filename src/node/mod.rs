@@ -12,6 +12,7 @@ mod metrics;
 
 pub(crate) use hub::{Ack, Hub, StreamJoin};
 
+use crate::auth::{Auth, Deadlines};
 use crate::broker::{Broker, BrokerError, Delivery, MemoryBroker, StreamRead};
 use crate::protocol::ServerMessage;
 use crate::router::{topic, ActionDef, Authorizer, ChannelDef, ConnectHook, RouteDef};
@@ -93,6 +94,13 @@ pub(crate) struct NodeInner {
     pub sockets: ws::Sockets,
     /// How [`Node::shutdown`] drains them.
     pub drain: ws::Drain,
+    /// How connections authenticate; `None`: every connection is anonymous.
+    pub auth: Option<Auth>,
+    /// When connections must end: expiring identities, connections not authenticated in time.
+    pub deadlines: Deadlines,
+    /// A random name for this node, the first part of its connections' client ids (unique
+    /// across the nodes sharing a broker).
+    pub name: String,
 }
 
 /// A Switchboard server: mount its [`endpoint`](Node::endpoint) on a path of an axum app, or use
@@ -118,9 +126,17 @@ pub struct NodeBuilder {
     ws_config: ws::Config,
     broadcast_access: BroadcastAccess,
     drain: ws::Drain,
+    auth: Option<Auth>,
 }
 
 impl NodeBuilder {
+    /// How connections authenticate (default: no authentication, every connection anonymous).
+    /// See [`Auth`], [`Jwt`](crate::Jwt) and PROTOCOL.md, "Identity".
+    pub fn auth(mut self, auth: Auth) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
     /// The broker to publish through (default: in-memory).
     pub fn broker(mut self, broker: impl Broker) -> Self {
         self.broker = Arc::new(broker);
@@ -180,6 +196,9 @@ impl NodeBuilder {
             counters: Counters::default(),
             sockets: ws::Sockets::new(),
             drain: self.drain,
+            auth: self.auth,
+            deadlines: Deadlines::default(),
+            name: format!("{:08x}", fastrand::u32(..)),
         });
         for def in inner.channels.values() {
             let _ = def.node.set(Arc::downgrade(&inner));
@@ -206,6 +225,7 @@ impl Node {
                 token: None,
             },
             drain: ws::Drain::default(),
+            auth: None,
         }
     }
 

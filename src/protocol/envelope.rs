@@ -44,8 +44,18 @@ pub(crate) struct Envelope<'a> {
     pub error: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<Cow<'a, str>>,
+    // Identity (PROTOCOL.md, "Identity"): the token of `connect`, `refresh` and `subscribe`
+    // comes before `id`; what `connected` and `refreshed` report comes after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Cow<'a, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
     // History (PROTOCOL.md, "History and recovery"). `offset` comes right after `data` and `id`:
     // in a publication it is the last field, so a broker can append it to an encoded head.
     #[serde(default, skip_serializing_if = "Option::is_none")]

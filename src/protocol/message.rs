@@ -18,6 +18,8 @@ pub(crate) enum ClientMessage {
         data: Option<Value>,
         id: Option<Value>,
         recover: Option<Position>,
+        /// A subscription token, for channels that require one.
+        token: Option<String>,
     },
     /// Read a history channel's stream: the latest `limit`, or those after `since`.
     History {
@@ -26,6 +28,8 @@ pub(crate) enum ClientMessage {
         id: Option<Value>,
         limit: Option<u64>,
         since: Option<Position>,
+        /// A subscription token, for channels that require one.
+        token: Option<String>,
     },
     /// Leave one subscription (with its parameters in `data`) or all of a channel.
     Unsubscribe {
@@ -47,6 +51,15 @@ pub(crate) enum ClientMessage {
     },
     /// A message on an open bidirectional channel.
     Duplex(DuplexMessage),
+    /// Authenticate the connection: with a token, or with `data` (and the handshake's cookies)
+    /// for the connect proxy.
+    Connect {
+        token: Option<String>,
+        data: Option<Value>,
+        id: Option<Value>,
+    },
+    /// Present a new token before the current one expires.
+    Refresh { token: String, id: Option<Value> },
 }
 
 /// A message of a bidirectional channel, in either direction.
@@ -127,6 +140,17 @@ pub(crate) enum ServerMessage {
     Opened { channel: String, id: Option<Value> },
     /// A message on an open bidirectional channel.
     Duplex(DuplexMessage),
+    /// The connection is authenticated (the answer to `connect`, or sent on its own after a
+    /// handshake with `?token=`): its client id, its user, and the seconds before its
+    /// credentials expire.
+    Connected {
+        id: Option<Value>,
+        client: String,
+        user: String,
+        expires_in: Option<u64>,
+    },
+    /// The answer to `refresh`: the new token is in force.
+    Refreshed { id: Option<Value>, expires_in: Option<u64> },
 }
 
 /// A client message that could not be read; [`ParseError::into_reply`] is the error to send back.
@@ -173,6 +197,25 @@ impl ClientMessage {
         if kind.is_empty() {
             return Err(ParseError::new(text::TYPE_REQUIRED, None, id));
         }
+        // The identity messages name no channel.
+        match kind.as_str() {
+            "connect" => {
+                let token = match token(&mut object) {
+                    Ok(token) => token,
+                    Err(message) => return Err(ParseError::new(message, None, id)),
+                };
+                let data = object.remove("data").filter(|data| !data.is_null());
+                return Ok(ClientMessage::Connect { token, data, id });
+            }
+            "refresh" => {
+                return match token(&mut object) {
+                    Ok(Some(token)) => Ok(ClientMessage::Refresh { token, id }),
+                    Ok(None) => Err(ParseError::new(text::TOKEN_REQUIRED, None, id)),
+                    Err(message) => Err(ParseError::new(message, None, id)),
+                }
+            }
+            _ => {}
+        }
         let Some(channel) = take_string(&mut object, "channel") else {
             return Err(ParseError::new(text::CHANNEL_REQUIRED, None, id));
         };
@@ -183,11 +226,16 @@ impl ClientMessage {
                     Ok(recover) => recover,
                     Err(message) => return Err(ParseError::new(message, Some(channel), id)),
                 };
+                let token = match token(&mut object) {
+                    Ok(token) => token,
+                    Err(message) => return Err(ParseError::new(message, Some(channel), id)),
+                };
                 ClientMessage::Subscribe {
                     channel,
                     data,
                     id,
                     recover,
+                    token,
                 }
             }
             "history" => {
@@ -200,12 +248,17 @@ impl ClientMessage {
                     Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
                     Some(_) => return Err(ParseError::new(text::INVALID_LIMIT, Some(channel), id)),
                 };
+                let token = match token(&mut object) {
+                    Ok(token) => token,
+                    Err(message) => return Err(ParseError::new(message, Some(channel), id)),
+                };
                 ClientMessage::History {
                     channel,
                     data,
                     id,
                     limit,
                     since,
+                    token,
                 }
             }
             "unsubscribe" => ClientMessage::Unsubscribe { channel, data, id },
@@ -260,6 +313,8 @@ impl ClientMessage {
             | ClientMessage::Unsubscribe { id, .. }
             | ClientMessage::Action { id, .. }
             | ClientMessage::Open { id, .. }
+            | ClientMessage::Connect { id, .. }
+            | ClientMessage::Refresh { id, .. }
             | ClientMessage::Duplex(DuplexMessage::Emit { id, .. }) => *id = Some(new),
             ClientMessage::Duplex(DuplexMessage::Request { id, .. } | DuplexMessage::Reply { id, .. }) => *id = new,
             ClientMessage::Duplex(DuplexMessage::Close { .. }) => {}
@@ -274,8 +329,10 @@ impl ClientMessage {
                 data,
                 id,
                 recover,
+                token,
             } => Envelope {
                 recover: recover.as_ref().map(Cow::Borrowed),
+                token: borrowed(token.as_deref()),
                 ..call("subscribe", channel, data.as_ref(), id.as_ref())
             },
             ClientMessage::History {
@@ -284,9 +341,11 @@ impl ClientMessage {
                 id,
                 limit,
                 since,
+                token,
             } => Envelope {
                 limit: *limit,
                 since: since.as_ref().map(Cow::Borrowed),
+                token: borrowed(token.as_deref()),
                 ..call("history", channel, data.as_ref(), id.as_ref())
             },
             ClientMessage::Unsubscribe { channel, data, id } => {
@@ -295,12 +354,41 @@ impl ClientMessage {
             ClientMessage::Action { channel, data, id } => call("action", channel, data.as_ref(), id.as_ref()),
             ClientMessage::Open { channel, data, id } => call("open", channel, data.as_ref(), id.as_ref()),
             ClientMessage::Duplex(message) => message.envelope(),
+            ClientMessage::Connect { token, data, id } => Envelope {
+                token: borrowed(token.as_deref()),
+                data: data.as_ref().map(Cow::Borrowed),
+                id: id.as_ref().map(Cow::Borrowed),
+                ..Envelope::new("connect")
+            },
+            ClientMessage::Refresh { token, id } => Envelope {
+                token: Some(Cow::Borrowed(token)),
+                id: id.as_ref().map(Cow::Borrowed),
+                ..Envelope::new("refresh")
+            },
         }
     }
 
     /// The JSON text to send.
     pub fn encode(&self) -> String {
         self.envelope().encode()
+    }
+
+    /// The channel the message names (none for `connect` and `refresh`) and its id: what an
+    /// error reply to it carries.
+    pub fn channel_and_id(&self) -> (Option<&str>, Option<&Value>) {
+        match self {
+            ClientMessage::Subscribe { channel, id, .. }
+            | ClientMessage::History { channel, id, .. }
+            | ClientMessage::Unsubscribe { channel, id, .. }
+            | ClientMessage::Action { channel, id, .. }
+            | ClientMessage::Open { channel, id, .. }
+            | ClientMessage::Duplex(DuplexMessage::Emit { channel, id, .. }) => (Some(channel), id.as_ref()),
+            ClientMessage::Duplex(DuplexMessage::Request { channel, id, .. } | DuplexMessage::Reply { channel, id, .. }) => {
+                (Some(channel), Some(id))
+            }
+            ClientMessage::Duplex(DuplexMessage::Close { channel, .. }) => (Some(channel), None),
+            ClientMessage::Connect { id, .. } | ClientMessage::Refresh { id, .. } => (None, id.as_ref()),
+        }
     }
 }
 
@@ -467,6 +555,23 @@ impl ServerMessage {
                 ..Envelope::new("error")
             },
             ServerMessage::Duplex(message) => message.envelope(),
+            ServerMessage::Connected {
+                id,
+                client,
+                user,
+                expires_in,
+            } => Envelope {
+                id: id.as_ref().map(Cow::Borrowed),
+                client: Some(Cow::Borrowed(client)),
+                user: Some(Cow::Borrowed(user)),
+                expires_in: *expires_in,
+                ..Envelope::new("connected")
+            },
+            ServerMessage::Refreshed { id, expires_in } => Envelope {
+                id: id.as_ref().map(Cow::Borrowed),
+                expires_in: *expires_in,
+                ..Envelope::new("refreshed")
+            },
         }
     }
 
@@ -518,6 +623,16 @@ impl ServerMessage {
                 message: envelope.message.map(Cow::into_owned).unwrap_or_default(),
                 id,
             },
+            "connected" => ServerMessage::Connected {
+                id,
+                client: envelope.client.map(Cow::into_owned).unwrap_or_default(),
+                user: envelope.user.map(Cow::into_owned).unwrap_or_default(),
+                expires_in: envelope.expires_in,
+            },
+            "refreshed" => ServerMessage::Refreshed {
+                id,
+                expires_in: envelope.expires_in,
+            },
             _ => ServerMessage::Duplex(DuplexMessage::from_envelope(envelope)?),
         })
     }
@@ -559,6 +674,15 @@ fn truthy(value: &Value) -> bool {
         Value::String(s) => !s.is_empty(),
         Value::Array(a) => !a.is_empty(),
         Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// An optional `token`: a non-empty string.
+fn token(object: &mut Map<String, Value>) -> Result<Option<String>, &'static str> {
+    match object.remove("token") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(token)) if !token.is_empty() => Ok(Some(token)),
+        Some(_) => Err(text::INVALID_TOKEN_FIELD),
     }
 }
 

@@ -59,6 +59,8 @@ fn every_example_of_protocol_md_parses_and_encodes_back() {
         "request",
         "reply",
         "close",
+        "connect",
+        "refresh",
     ];
     let server = [
         "subscribed",
@@ -72,6 +74,8 @@ fn every_example_of_protocol_md_parses_and_encodes_back() {
         "request",
         "reply",
         "close",
+        "connected",
+        "refreshed",
     ];
     let expected: std::collections::BTreeSet<(bool, String)> = client
         .iter()

@@ -62,3 +62,21 @@ pub fn invalid_position(field: &str) -> String {
 pub fn no_history(channel: &str) -> String {
     format!("Channel '{channel}' keeps no history.")
 }
+
+/// `refresh` without a token.
+pub const TOKEN_REQUIRED: &str = "Token is required.";
+/// A `token` that is not a non-empty string.
+pub const INVALID_TOKEN_FIELD: &str = "Invalid token: expected a non-empty string.";
+/// A message other than `connect` before the connection is authenticated.
+pub const NOT_CONNECTED: &str =
+    "Not connected: authenticate first with {\"type\":\"connect\",\"token\":\"JWT\"} (or ?token=JWT on the URL).";
+/// A `connect` on a connection that is already authenticated.
+pub const ALREADY_CONNECTED: &str = "Already connected: send refresh to present a new token.";
+/// A `refresh` before `connected`.
+pub const REFRESH_BEFORE_CONNECT: &str = "Not connected: refresh needs a connected connection.";
+/// A `refresh` with a token for another user.
+pub const REFRESH_OTHER_USER: &str = "Refresh refused: the token is for another user.";
+/// A subscription the connection may not make (SocketAPI has no such case: Centrifugo's text).
+pub const PERMISSION_DENIED: &str = "Permission denied";
+/// The authentication backend could not answer.
+pub const AUTH_UNAVAILABLE: &str = "Authentication unavailable: try again later.";

@@ -51,7 +51,18 @@ pub struct Channel<P> {
     required: Vec<String>,
     default_response: bool,
     history: Option<History>,
+    access: SubscribeAccess,
     func: DataFn<P>,
+}
+
+/// Who may subscribe to a channel beyond its parameter checks.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SubscribeAccess {
+    /// Keyed by the subscriber's user: this subscribe-time field is the connection's user id,
+    /// whatever the client sends.
+    pub user_field: Option<String>,
+    /// A subscription token (`{"type":"subscribe","token":…}`) is required.
+    pub token: bool,
 }
 
 /// What a history channel keeps, and how much a recovery may replay.
@@ -83,6 +94,7 @@ where
             required: Vec::new(),
             default_response: false,
             history: None,
+            access: SubscribeAccess::default(),
             func: Arc::new(move |params: P| {
                 let fut = func(params);
                 async move {
@@ -106,6 +118,37 @@ where
         S: Into<String>,
     {
         self.required = fields.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Keys the channel by the subscriber's user: the subscribe-time parameter `field` (a
+    /// string field of `P`) is the authenticated user id of the connection, whatever the client
+    /// sends, so each subscriber receives only its own user's publications; a broadcast names
+    /// the user in `field`. Anonymous connections may not subscribe ("Permission denied").
+    ///
+    /// ```
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Inbox { user: String, #[serde(default)] text: String }
+    /// let inbox = switchboard::Channel::new("inbox", |p: Inbox| async move { Ok::<_, String>(p.text) })
+    ///     .keyed_by_user("user");
+    /// // inbox_ref.broadcast(Inbox { user: "42".into(), text: "hi".into() }) reaches user 42 only.
+    /// # let _ = inbox;
+    /// ```
+    pub fn keyed_by_user(mut self, field: impl Into<String>) -> Self {
+        let field = field.into();
+        if !self.required.contains(&field) {
+            self.required.push(field.clone());
+        }
+        self.access.user_field = Some(field);
+        self
+    }
+
+    /// Requires a subscription token: `{"type":"subscribe","channel":…,"token":JWT}` whose claims
+    /// name the connection's user (`sub`), this channel (`channel`) and an expiry (`exp`), signed
+    /// with the keys of the node's [`Jwt`](crate::Jwt). A missing or wrong token is refused with
+    /// "Permission denied"; the connection stays.
+    pub fn token_required(mut self) -> Self {
+        self.access.token = true;
         self
     }
 
@@ -153,6 +196,7 @@ where
             required: self.required,
             default_response: self.default_response,
             history: self.history,
+            access: self.access,
             node: OnceLock::new(),
             prepare: Box::new(move |params: Value| {
                 let params: P = from_params(params)?;
@@ -184,6 +228,7 @@ pub(crate) struct ChannelDef {
     pub required: Vec<String>,
     pub default_response: bool,
     pub history: Option<History>,
+    pub access: SubscribeAccess,
     /// Set when the router is mounted on a node.
     pub node: OnceLock<Weak<NodeInner>>,
     prepare: Box<dyn Fn(Value) -> Result<Prepared, InvalidParams> + Send + Sync>,

@@ -1,6 +1,7 @@
 //! `Connection`: what server code sees of one client connection — its id, its handshake, and
 //! the bidirectional channels open on it.
 
+use crate::auth::Identity;
 use crate::duplex::{Duplex, DuplexError};
 use crate::node::Node;
 use crate::protocol::{text, ServerMessage};
@@ -18,6 +19,10 @@ pub struct Connection {
 struct Inner {
     ws: WebSocket,
     node: Node,
+    /// The client id, as `connected` reports it.
+    client: String,
+    /// Who the connection is; replaced on `refresh`.
+    identity: Mutex<Arc<Identity>>,
     /// Open channels by id. A channel leaves this map when it closes, which also breaks the
     /// channel → connection → channel reference cycle.
     /// `None` once the connection has ended: a channel registered after that would never be
@@ -26,11 +31,13 @@ struct Inner {
 }
 
 impl Connection {
-    pub(crate) fn new(ws: WebSocket, node: Node) -> Self {
+    pub(crate) fn new(ws: WebSocket, node: Node, client: String, identity: Arc<Identity>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 ws,
                 node,
+                client,
+                identity: Mutex::new(identity),
                 channels: Mutex::new(Some(HashMap::new())),
             }),
         }
@@ -39,6 +46,32 @@ impl Connection {
     /// The connection id: unique in this process, the same number as [`WebSocket::id`].
     pub fn id(&self) -> u64 {
         self.inner.ws.id()
+    }
+
+    /// The client id: unique across the nodes that share a broker, as `connected` reports it
+    /// and presence lists it.
+    pub fn client_id(&self) -> &str {
+        &self.inner.client
+    }
+
+    /// Who is connected: the identity the authentication hook gave (anonymous on a node
+    /// without authentication, or before `connected`).
+    pub fn identity(&self) -> Identity {
+        Identity::clone(&self.inner.identity.lock())
+    }
+
+    pub(crate) fn identity_arc(&self) -> Arc<Identity> {
+        self.inner.identity.lock().clone()
+    }
+
+    pub(crate) fn set_identity(&self, identity: Arc<Identity>) {
+        *self.inner.identity.lock() = identity;
+    }
+
+    /// Closes the connection with `code` and `reason` (at most 123 bytes): 4000–4499 tell the
+    /// client to reconnect with backoff, 4500–4999 not to reconnect (PROTOCOL.md, "Close codes").
+    pub fn close(&self, code: u16, reason: &str) -> Result<(), crate::ws::SendError> {
+        self.inner.ws.close(code, reason)
     }
 
     /// The path the connection was opened on.

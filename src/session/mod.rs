@@ -3,6 +3,7 @@
 //! channels — and the answers back into protocol messages; it keeps only what belongs to this one
 //! connection (its topics, and its [`Connection`] with its bidirectional channels).
 
+mod auth;
 mod connection;
 
 pub use connection::Connection;
@@ -25,6 +26,8 @@ pub(crate) struct Session {
     /// Topics this connection subscribes to: a few per connection, so a vector sized exactly
     /// (24 bytes per topic) rather than a hash set (~120 bytes for the first one).
     topics: Vec<String>,
+    /// Its identity, on a node with authentication.
+    auth: Option<Box<auth::SessionAuth>>,
 }
 
 impl Session {
@@ -33,24 +36,32 @@ impl Session {
             node,
             connection: None,
             topics: Vec::new(),
+            auth: None,
         }
     }
 
     async fn handle(&mut self, ws: &WebSocket, message: ClientMessage) {
+        if !self.admit(ws, &message) {
+            return;
+        }
         match message {
+            ClientMessage::Connect { token, data, id } => self.connect(ws, token, data, id).await,
+            ClientMessage::Refresh { token, id } => self.refresh(ws, token, id).await,
             ClientMessage::Subscribe {
                 channel,
                 data,
                 id,
                 recover,
-            } => self.subscribe(ws, channel, data, id, recover).await,
+                token,
+            } => self.subscribe(ws, channel, data, id, recover, token).await,
             ClientMessage::History {
                 channel,
                 data,
                 id,
                 limit,
                 since,
-            } => self.history(ws, channel, data, id, limit, since).await,
+                token,
+            } => self.history(ws, channel, data, id, limit, since, token).await,
             ClientMessage::Unsubscribe { channel, data, id } => self.unsubscribe(ws, channel, data, id),
             ClientMessage::Action { channel, data, id } => self.action(ws, channel, data, id).await,
             ClientMessage::Open { channel, data, id } => self.open(ws, channel, data, id),
@@ -60,7 +71,9 @@ impl Session {
 
     /// The channel `name` and the topic `data` names, after SocketAPI's checks: the channel
     /// exists, the subscribe-time parameters validate, and the channel function accepts them (its
-    /// result is returned: the `default_response`). On a refusal the error is already sent.
+    /// result is returned: the `default_response`) — and the identity's: a channel keyed by user
+    /// takes the connection's user, a private one a valid subscription `token`. On a refusal the
+    /// error is already sent.
     async fn topic_of(
         &self,
         ws: &WebSocket,
@@ -68,6 +81,7 @@ impl Session {
         data: Option<&Value>,
         id: &Option<Value>,
         needs_history: bool,
+        token: Option<&str>,
     ) -> Option<(Arc<ChannelDef>, String, Value)> {
         let refuse = |message: String| reply(ws, error(message, name.to_owned(), id.clone()));
         let Some(def) = self.node.inner.channels.get(name).cloned() else {
@@ -78,12 +92,23 @@ impl Session {
             refuse(text::no_history(name));
             return None;
         }
-        let Ok(prepared) = def.subscribe_params(data).and_then(|params| def.prepare(params)) else {
+        let data = match self.admit_subscriber(&def, data, token).await {
+            Ok(data) => data,
+            Err(message) => {
+                refuse(message);
+                return None;
+            }
+        };
+        let identity = self.identity();
+        let prepared = crate::auth::sync_scope(identity.clone(), || {
+            def.subscribe_params(data.as_ref()).and_then(|params| def.prepare(params))
+        });
+        let Ok(prepared) = prepared else {
             refuse(text::invalid_params(name));
             return None;
         };
         // SocketAPI calls the channel function on subscribe: its error rejects the subscription.
-        match prepared.data.await {
+        match crate::auth::scope(identity, prepared.data).await {
             Ok(initial) => Some((def.clone(), def.topic(&prepared.key), initial)),
             Err(message) => {
                 refuse(message);
@@ -99,8 +124,11 @@ impl Session {
         data: Option<Value>,
         id: Option<Value>,
         recover: Option<Position>,
+        token: Option<String>,
     ) {
-        let topic = self.topic_of(ws, &name, data.as_ref(), &id, recover.is_some()).await;
+        let topic = self
+            .topic_of(ws, &name, data.as_ref(), &id, recover.is_some(), token.as_deref())
+            .await;
         let Some((def, topic, initial)) = topic else { return };
         if self.topics.contains(&topic) {
             // Already subscribed: answer as before, without asking the broker again (which, if
@@ -181,8 +209,9 @@ impl Session {
         id: Option<Value>,
         limit: Option<u64>,
         since: Option<Position>,
+        token: Option<String>,
     ) {
-        let topic = self.topic_of(ws, &name, data.as_ref(), &id, true).await;
+        let topic = self.topic_of(ws, &name, data.as_ref(), &id, true, token.as_deref()).await;
         let Some((def, topic, _)) = topic else { return };
         let Some(history) = def.history else { return };
         let limit = limit.map_or(history.recovery_limit, |l| usize::try_from(l).unwrap_or(usize::MAX));
@@ -208,6 +237,11 @@ impl Session {
     /// exist) is still answered `unsubscribed`.
     fn unsubscribe(&mut self, ws: &WebSocket, name: String, data: Option<Value>, id: Option<Value>) {
         if let Some(def) = self.node.inner.channels.get(&name).cloned() {
+            // A channel keyed by user names the connection's own subscription.
+            let data = match def.access.user_field {
+                Some(_) => self.keyed_data(&def, data.as_ref()).ok().flatten(),
+                None => data,
+            };
             // With the subscribe-time parameters, leave that one subscription; without, all of the channel.
             let key = def
                 .subscribe_params(data.as_ref())
@@ -241,14 +275,15 @@ impl Session {
         };
         // SocketAPI calls the action with `**data`: anything but an object is invalid (serde would
         // otherwise read an array as the fields in order).
-        let call = match data {
+        let identity = self.identity();
+        let call = crate::auth::sync_scope(identity.clone(), || match data {
             Some(Value::Array(_) | Value::Bool(_) | Value::Number(_) | Value::String(_)) => None,
             data => def.call(data).ok(),
-        };
+        });
         let Some(call) = call else {
             return reply(ws, error(text::invalid_params(&name), name, id));
         };
-        match call.await {
+        match crate::auth::scope(identity, call).await {
             Ok(result) => reply(
                 ws,
                 ServerMessage::Action {
@@ -268,9 +303,24 @@ impl Session {
 
     /// The connection's [`Connection`], made on first use.
     fn connection(&mut self, ws: &WebSocket) -> &Connection {
+        let identity = self.identity();
+        let client = self.client_id(ws);
         let node = &self.node;
         self.connection
-            .get_or_insert_with(|| Connection::new(ws.clone(), node.clone()))
+            .get_or_insert_with(|| Connection::new(ws.clone(), node.clone(), client, identity))
+    }
+
+    /// Runs the `on_connect` hooks: when the connection opens, or, on a node that requires
+    /// authentication, once it is `connected`.
+    fn run_on_connect(&mut self, ws: &WebSocket) {
+        // Made on first use when no hook needs it now: most connections only subscribe, and an
+        // idle one then carries no channel registry.
+        if !self.node.inner.on_connect.is_empty() {
+            let connection = self.connection(ws).clone();
+            for hook in &self.node.inner.on_connect {
+                tokio::spawn(crate::auth::scope(connection.identity_arc(), hook(connection.clone())));
+            }
+        }
     }
 
     /// A client opens a bidirectional channel by route name.
@@ -285,7 +335,8 @@ impl Session {
         let params = data.unwrap_or(Value::Object(Default::default()));
         // The route may itself talk to the client (even `request`), so it runs beside the
         // connection's reader rather than in it.
-        tokio::spawn(async move {
+        let identity = self.identity();
+        tokio::spawn(crate::auth::scope(identity, async move {
             let message = match (route.accept)(channel.clone(), params).await {
                 Ok(()) if !channel.is_closed() => ServerMessage::Opened { channel: name, id },
                 Ok(()) => error(text::closed_while_opening(&name), name, id),
@@ -295,7 +346,7 @@ impl Session {
                 }
             };
             reply(&ws, message);
-        });
+        }));
     }
 
     /// A message of a bidirectional channel from the client.
@@ -412,13 +463,8 @@ fn reply(ws: &WebSocket, message: ServerMessage) {
 impl Handler for Session {
     async fn on_open(&mut self, ws: &WebSocket) {
         self.node.inner.counters.connections.fetch_add(1, Ordering::Relaxed);
-        // Made on first use when no hook needs it now: most connections only subscribe, and an
-        // idle one then carries no channel registry.
-        if !self.node.inner.on_connect.is_empty() {
-            let connection = self.connection(ws).clone();
-            for hook in &self.node.inner.on_connect {
-                tokio::spawn(hook(connection.clone()));
-            }
+        if self.open_auth(ws).await {
+            self.run_on_connect(ws);
         }
     }
 
@@ -441,6 +487,7 @@ impl Handler for Session {
     }
 
     async fn on_close(&mut self, ws: &WebSocket, close: CloseFrame) {
+        self.close_auth();
         for topic in std::mem::take(&mut self.topics) {
             self.node.leave(&topic, ws);
         }
