@@ -91,7 +91,9 @@ struct Nothing {}
 
 fn router(subscribe_proxy: bool) -> Router {
     let mut router = Router::new();
-    let mut news = Channel::new("news", |p: News| async move { Ok::<_, String>(serde_json::json!({ "text": p.text })) });
+    let mut news = Channel::new("news", |p: News| async move {
+        Ok::<_, String>(serde_json::json!({ "text": p.text }))
+    });
     if subscribe_proxy {
         news = news.subscribe_proxy();
     }
@@ -103,8 +105,10 @@ fn router(subscribe_proxy: bool) -> Router {
         .keyed_by_user("user"),
     );
     router.channel(
-        Channel::new("room", |p: News| async move { Ok::<_, String>(serde_json::json!({ "text": p.text })) })
-            .token_required(),
+        Channel::new("room", |p: News| async move {
+            Ok::<_, String>(serde_json::json!({ "text": p.text }))
+        })
+        .token_required(),
     );
     router.action("whoami", |_: Nothing| async move {
         let who = Identity::current().unwrap_or_default();

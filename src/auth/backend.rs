@@ -68,21 +68,36 @@ impl Backend {
         self.call(Method::GET, url, None, timeout).await
     }
 
-    async fn call(&self, method: Method, url: &str, body: Option<Bytes>, timeout: Duration) -> Result<Value, BackendError> {
+    async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Bytes>,
+        timeout: Duration,
+    ) -> Result<Value, BackendError> {
         let bad_url = || BackendError::BadUrl { url: url.to_owned() };
         if !url.starts_with("http://") {
             return Err(bad_url());
         }
-        let mut request = Request::builder().method(method).uri(url).header(header::ACCEPT, "application/json");
+        let mut request = Request::builder()
+            .method(method)
+            .uri(url)
+            .header(header::ACCEPT, "application/json");
         if body.is_some() {
             request = request.header(header::CONTENT_TYPE, "application/json");
         }
-        let request = request.body(Full::new(body.unwrap_or_default())).map_err(|_| bad_url())?;
+        let request = request
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|_| bad_url())?;
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|err| BackendError::Unreachable {
-                url: url.to_owned(),
-                reason: error_chain(&err),
-            })?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|err| BackendError::Unreachable {
+                    url: url.to_owned(),
+                    reason: error_chain(&err),
+                })?;
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_ANSWER)
                 .collect()

@@ -114,7 +114,12 @@ async fn run(shared: Weak<Shared>) {
             (expired, state.due.keys().next().map(|d| d.at))
         };
         for due in expired.into_values() {
-            tracing::info!(conn = due.ws.id(), code = due.code, reason = due.reason, "connection deadline passed");
+            tracing::info!(
+                conn = due.ws.id(),
+                code = due.code,
+                reason = due.reason,
+                "connection deadline passed"
+            );
             let _ = due.ws.close(due.code, due.reason);
         }
         let wake = async {

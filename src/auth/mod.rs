@@ -136,9 +136,7 @@ pub(crate) fn anonymous() -> Arc<Identity> {
 
 /// Seconds since the Unix epoch now.
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// What the authentication hook is asked about.

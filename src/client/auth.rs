@@ -112,7 +112,9 @@ impl ClientAuth {
     }
 
     fn schedule_refresh(self: &Arc<Self>, ws: &WebSocket, expires_in: Option<u64>) {
-        let (Some(secs), true) = (expires_in, self.get_token.is_some()) else { return };
+        let (Some(secs), true) = (expires_in, self.get_token.is_some()) else {
+            return;
+        };
         let auth = Arc::downgrade(self);
         let ws = ws.clone();
         tokio::spawn(async move {

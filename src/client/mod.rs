@@ -304,11 +304,21 @@ impl Client {
     /// [`subscribe`](Self::subscribe) to a channel that needs a subscription token
     /// (PROTOCOL.md, "Identity"); the token is presented again when the subscription is restored
     /// after a reconnect. A refusal is `ClientError::Remote("Permission denied")`.
-    pub async fn subscribe_with_token(&self, channel: &str, params: Value, token: &str) -> Result<Subscription, ClientError> {
+    pub async fn subscribe_with_token(
+        &self,
+        channel: &str,
+        params: Value,
+        token: &str,
+    ) -> Result<Subscription, ClientError> {
         self.subscribe_inner(channel, params, Some(token)).await
     }
 
-    async fn subscribe_inner(&self, channel: &str, params: Value, token: Option<&str>) -> Result<Subscription, ClientError> {
+    async fn subscribe_inner(
+        &self,
+        channel: &str,
+        params: Value,
+        token: Option<&str>,
+    ) -> Result<Subscription, ClientError> {
         let shared = self.shared();
         let params = if params.is_null() { json!({}) } else { params };
         let id = shared.next_sub_id();

@@ -1,9 +1,9 @@
 //! `Reader`: the [`Handler`] of one client connection. It reads the server's messages into the
 //! client's state: answers to calls, publications, and the messages of bidirectional channels.
 
+use super::auth::{CONNECT_ID, REFRESH_ID};
 use super::duplex::{send_reply, ChannelState, ClientChannel};
 use super::state::ClientState;
-use super::auth::{CONNECT_ID, REFRESH_ID};
 use super::{ClientIdentity, ConnectionState, ServerClose, TOKEN_EXPIRED};
 use crate::protocol::{text, DuplexMessage, ServerMessage};
 use crate::ws::{CloseFrame, Handler, Text, WebSocket};

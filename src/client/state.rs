@@ -247,7 +247,12 @@ impl ClientState {
     }
 
     /// Subscribes (waiting for the connection first) and waits for the answer.
-    pub async fn subscribe_call(&self, channel: &str, params: &Value, token: Option<&str>) -> Result<Value, ClientError> {
+    pub async fn subscribe_call(
+        &self,
+        channel: &str,
+        params: &Value,
+        token: Option<&str>,
+    ) -> Result<Value, ClientError> {
         let timeout = self.config.request_timeout;
         let deadline = Instant::now() + timeout;
         let what = format!("subscribe to '{channel}'");

@@ -383,9 +383,9 @@ impl ClientMessage {
             | ClientMessage::Action { channel, id, .. }
             | ClientMessage::Open { channel, id, .. }
             | ClientMessage::Duplex(DuplexMessage::Emit { channel, id, .. }) => (Some(channel), id.as_ref()),
-            ClientMessage::Duplex(DuplexMessage::Request { channel, id, .. } | DuplexMessage::Reply { channel, id, .. }) => {
-                (Some(channel), Some(id))
-            }
+            ClientMessage::Duplex(
+                DuplexMessage::Request { channel, id, .. } | DuplexMessage::Reply { channel, id, .. },
+            ) => (Some(channel), Some(id)),
             ClientMessage::Duplex(DuplexMessage::Close { channel, .. }) => (Some(channel), None),
             ClientMessage::Connect { id, .. } | ClientMessage::Refresh { id, .. } => (None, id.as_ref()),
         }

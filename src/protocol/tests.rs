@@ -172,3 +172,67 @@ fn a_publication_head_completed_by_a_broker_is_the_typed_message() {
     assert_eq!(completed, typed.encode());
     assert_eq!(ServerMessage::parse(&completed), Ok(typed));
 }
+
+mod fuzz {
+    //! The decoder takes any text a client sends: it never panics, and what it accepts encodes
+    //! back to a message it reads the same way.
+    use super::super::{ClientMessage, ServerMessage};
+    use proptest::prelude::*;
+
+    /// JSON-ish text: objects with the protocol's keys and random values, and raw noise.
+    fn message_text() -> impl Strategy<Value = String> {
+        let key = prop::sample::select(vec![
+            "type", "channel", "data", "id", "token", "recover", "since", "limit", "event", "payload", "error",
+            "reason",
+        ]);
+        let kind = prop::sample::select(vec![
+            "subscribe",
+            "unsubscribe",
+            "action",
+            "open",
+            "emit",
+            "request",
+            "reply",
+            "close",
+            "history",
+            "connect",
+            "refresh",
+            "bogus",
+        ]);
+        let leaf = prop_oneof![
+            Just("null".to_owned()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            "[a-z0-9.#_-]{0,12}".prop_map(|s| format!("\"{s}\"")),
+            Just("{\"offset\":3,\"epoch\":\"e\"}".to_owned()),
+            Just("{}".to_owned()),
+            Just("[1,2]".to_owned()),
+        ];
+        let object = (kind, prop::collection::vec((key, leaf), 0..6)).prop_map(|(kind, fields)| {
+            let mut text = format!("{{\"type\":\"{kind}\"");
+            for (key, value) in fields {
+                text.push_str(&format!(",\"{key}\":{value}"));
+            }
+            text.push('}');
+            text
+        });
+        prop_oneof![object, ".{0,64}"]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn client_messages_never_panic_and_round_trip(text in message_text()) {
+            if let Ok(message) = ClientMessage::parse(&text) {
+                let again = ClientMessage::parse(&message.encode());
+                prop_assert_eq!(again.as_ref().ok(), Some(&message), "{} re-read differently", text);
+            }
+        }
+
+        #[test]
+        fn server_messages_never_panic(text in message_text()) {
+            let _ = ServerMessage::parse(&text);
+        }
+    }
+}

@@ -54,7 +54,9 @@ impl Session {
     /// authentication is required, starts the handshake timeout. Returns true when the
     /// connection is authenticated (so the `on_connect` hooks may run).
     pub(super) async fn open_auth(&mut self, ws: &WebSocket) -> bool {
-        let Some(auth) = self.node.inner.auth.clone() else { return true };
+        let Some(auth) = self.node.inner.auth.clone() else {
+            return true;
+        };
         let required = auth.required;
         self.auth = Some(Box::new(SessionAuth {
             identity: (!required).then(auth::anonymous),
@@ -67,12 +69,11 @@ impl Session {
         }
         if required && !ws.is_closed() && self.is_unauthenticated() {
             let at = Instant::now() + self.node.inner.ws_config.handshake_timeout;
-            let deadline = self.node.inner.deadlines.set(
-                ws,
-                at,
-                CLOSE_AUTH_TIMEOUT,
-                "authentication timeout: send connect first",
-            );
+            let deadline =
+                self.node
+                    .inner
+                    .deadlines
+                    .set(ws, at, CLOSE_AUTH_TIMEOUT, "authentication timeout: send connect first");
             self.set_deadline(Some(deadline));
         }
         !required
@@ -123,7 +124,13 @@ impl Session {
     }
 
     /// `connect`.
-    pub(super) async fn connect(&mut self, ws: &WebSocket, token: Option<String>, data: Option<Value>, id: Option<Value>) {
+    pub(super) async fn connect(
+        &mut self,
+        ws: &WebSocket,
+        token: Option<String>,
+        data: Option<Value>,
+        id: Option<Value>,
+    ) {
         if self.node.inner.auth.is_none() {
             // Nothing to check: a client that always connects works on any node.
             let connected = ServerMessage::Connected {
@@ -167,7 +174,11 @@ impl Session {
         };
         match auth.authenticate(request).await {
             Ok(identity) if identity.user_id() != current.user_id() => {
-                tracing::info!(conn = ws.id(), user = current.user_id(), "refresh with another user's token refused");
+                tracing::info!(
+                    conn = ws.id(),
+                    user = current.user_id(),
+                    "refresh with another user's token refused"
+                );
                 reply(ws, error_without_channel(text::REFRESH_OTHER_USER, id));
             }
             Ok(identity) if identity.is_expired() => refuse(ws, Refusal::Expired, id),
@@ -181,8 +192,16 @@ impl Session {
     }
 
     /// Asks the hook; on success the connection is authenticated and told `connected`.
-    async fn authenticate(&mut self, ws: &WebSocket, token: Option<String>, data: Option<Value>, id: Option<Value>) -> bool {
-        let Some(auth) = self.node.inner.auth.clone() else { return false };
+    async fn authenticate(
+        &mut self,
+        ws: &WebSocket,
+        token: Option<String>,
+        data: Option<Value>,
+        id: Option<Value>,
+    ) -> bool {
+        let Some(auth) = self.node.inner.auth.clone() else {
+            return false;
+        };
         let request = AuthRequest {
             client: self.client_id(ws),
             handshake: ws.handshake().clone(),
@@ -250,7 +269,12 @@ impl Session {
     ) -> Result<Option<Value>, String> {
         let identity = self.identity();
         if def.access.token {
-            let tokens = self.node.inner.auth.as_ref().and_then(|auth| auth.subscription_tokens.clone());
+            let tokens = self
+                .node
+                .inner
+                .auth
+                .as_ref()
+                .and_then(|auth| auth.subscription_tokens.clone());
             let Some(tokens) = tokens else {
                 tracing::warn!(
                     channel = def.name,
@@ -335,16 +359,14 @@ fn percent_decode(text: &str) -> String {
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16);
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(hi), Some(lo)) => {
-                        out.push((hi * 16 + lo) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(hi), Some(lo)) => {
+                    out.push((hi * 16 + lo) as u8);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             b => out.push(b),
         }

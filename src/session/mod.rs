@@ -101,7 +101,8 @@ impl Session {
         };
         let identity = self.identity();
         let prepared = crate::auth::sync_scope(identity.clone(), || {
-            def.subscribe_params(data.as_ref()).and_then(|params| def.prepare(params))
+            def.subscribe_params(data.as_ref())
+                .and_then(|params| def.prepare(params))
         });
         let Ok(prepared) = prepared else {
             refuse(text::invalid_params(name));
@@ -211,7 +212,9 @@ impl Session {
         since: Option<Position>,
         token: Option<String>,
     ) {
-        let topic = self.topic_of(ws, &name, data.as_ref(), &id, true, token.as_deref()).await;
+        let topic = self
+            .topic_of(ws, &name, data.as_ref(), &id, true, token.as_deref())
+            .await;
         let Some((def, topic, _)) = topic else { return };
         let Some(history) = def.history else { return };
         let limit = limit.map_or(history.recovery_limit, |l| usize::try_from(l).unwrap_or(usize::MAX));
