@@ -20,7 +20,6 @@ pub(crate) use backend::{Backend, BackendError};
 pub(crate) use expiry::{Deadline, Deadlines};
 pub(crate) use jwt::Claims;
 pub use jwt::Jwt;
-#[allow(unused_imports)] // Used by the node once the proxies are wired in.
 pub(crate) use proxy::ProxyRefusal;
 pub use proxy::{ConnectProxy, Proxy};
 

@@ -105,7 +105,6 @@ impl Proxy {
 
     /// The connect proxy as an authentication hook, sharing this proxy's timeout and HTTP client;
     /// `None` without a connect URL.
-    #[cfg_attr(not(test), allow(dead_code))] // Called by the node (wired on another branch).
     pub(crate) fn connect_proxy(&self) -> Option<ConnectProxy> {
         let url = self.connect.clone()?;
         Some(ConnectProxy {
@@ -116,19 +115,16 @@ impl Proxy {
     }
 
     /// True when a subscribe proxy is set.
-    #[cfg_attr(not(test), allow(dead_code))] // Called by the node (wired on another branch).
     pub(crate) fn has_subscribe(&self) -> bool {
         self.subscribe.is_some()
     }
 
     /// True when an action proxy is set.
-    #[cfg_attr(not(test), allow(dead_code))] // Called by the node (wired on another branch).
     pub(crate) fn has_action(&self) -> bool {
         self.action.is_some()
     }
 
     /// Asks the subscribe proxy whether `client` (of `user`) may subscribe to `channel`.
-    #[cfg_attr(not(test), allow(dead_code))] // Called by the node (wired on another branch).
     pub(crate) async fn ask_subscribe(
         &self,
         client: &str,
@@ -159,7 +155,6 @@ impl Proxy {
 
     /// Asks the action proxy to answer `action` for `client` (of `user`): its `result.data`
     /// (`null` when it gave none).
-    #[cfg_attr(not(test), allow(dead_code))] // Called by the node (wired on another branch).
     pub(crate) async fn ask_action(
         &self,
         client: &str,
@@ -190,7 +185,6 @@ impl Proxy {
 
 /// How a subscribe or action proxy said no.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[cfg_attr(not(test), allow(dead_code))] // Matched by the node (wired on another branch).
 pub(crate) enum ProxyRefusal {
     /// `{"error":{"code","message"}}`: an error reply with `message`; the connection stays.
     #[error("{message}")]

@@ -12,7 +12,7 @@ mod metrics;
 
 pub(crate) use hub::{Ack, Hub, StreamJoin};
 
-use crate::auth::{Auth, Deadlines};
+use crate::auth::{Auth, ConnectProxy, Deadlines, Proxy};
 use crate::broker::{Broker, BrokerError, Delivery, MemoryBroker, StreamRead};
 use crate::protocol::ServerMessage;
 use crate::router::{topic, ActionDef, Authorizer, ChannelDef, ConnectHook, RouteDef};
@@ -96,6 +96,8 @@ pub(crate) struct NodeInner {
     pub drain: ws::Drain,
     /// How connections authenticate; `None`: every connection is anonymous.
     pub auth: Option<Auth>,
+    /// The application's backend endpoints (subscribe and action proxies).
+    pub proxy: Option<Proxy>,
     /// When connections must end: expiring identities, connections not authenticated in time.
     pub deadlines: Deadlines,
     /// A random name for this node, the first part of its connections' client ids (unique
@@ -127,9 +129,19 @@ pub struct NodeBuilder {
     broadcast_access: BroadcastAccess,
     drain: ws::Drain,
     auth: Option<Auth>,
+    proxy: Option<Proxy>,
 }
 
 impl NodeBuilder {
+    /// The application's HTTP backends (PROTOCOL.md, "Proxies"): the subscribe proxy asks about
+    /// subscriptions to channels declared with [`Channel::subscribe_proxy`](crate::Channel::subscribe_proxy),
+    /// the action proxy answers actions the node does not declare, and a connect proxy
+    /// authenticates connections when no [`auth`](Self::auth) is set.
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = Some(proxy);
+        self
+    }
+
     /// How connections authenticate (default: no authentication, every connection anonymous).
     /// See [`Auth`], [`Jwt`](crate::Jwt) and PROTOCOL.md, "Identity".
     pub fn auth(mut self, auth: Auth) -> Self {
@@ -196,7 +208,10 @@ impl NodeBuilder {
             counters: Counters::default(),
             sockets: ws::Sockets::new(),
             drain: self.drain,
-            auth: self.auth,
+            auth: self
+                .auth
+                .or_else(|| self.proxy.as_ref()?.connect_proxy().map(ConnectProxy::into_auth)),
+            proxy: self.proxy,
             deadlines: Deadlines::default(),
             name: format!("{:08x}", fastrand::u32(..)),
         });
@@ -226,6 +241,7 @@ impl Node {
             },
             drain: ws::Drain::default(),
             auth: None,
+            proxy: None,
         }
     }
 

@@ -80,3 +80,7 @@ pub const REFRESH_OTHER_USER: &str = "Refresh refused: the token is for another 
 pub const PERMISSION_DENIED: &str = "Permission denied";
 /// The authentication backend could not answer.
 pub const AUTH_UNAVAILABLE: &str = "Authentication unavailable: try again later.";
+/// The subscribe proxy could not answer.
+pub const SUBSCRIBE_UNAVAILABLE: &str = "Subscribe backend unavailable: try again later.";
+/// The action proxy could not answer.
+pub const ACTION_UNAVAILABLE: &str = "Action backend unavailable: try again later.";

@@ -63,6 +63,8 @@ pub(crate) struct SubscribeAccess {
     pub user_field: Option<String>,
     /// A subscription token (`{"type":"subscribe","token":…}`) is required.
     pub token: bool,
+    /// The node's subscribe proxy is asked.
+    pub proxy: bool,
 }
 
 /// What a history channel keeps, and how much a recovery may replay.
@@ -149,6 +151,15 @@ where
     /// "Permission denied"; the connection stays.
     pub fn token_required(mut self) -> Self {
         self.access.token = true;
+        self
+    }
+
+    /// Asks the node's subscribe proxy about every subscription (PROTOCOL.md, "Proxies"): the
+    /// application's backend allows it or refuses it with its own message. Needs
+    /// [`NodeBuilder::proxy`](crate::NodeBuilder::proxy) with a subscribe URL; without one,
+    /// subscriptions are refused.
+    pub fn subscribe_proxy(mut self) -> Self {
+        self.access.proxy = true;
         self
     }
 

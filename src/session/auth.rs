@@ -5,7 +5,7 @@
 //! or a close code — never a bare reset.
 
 use super::{reply, Session};
-use crate::auth::{self, AuthRequest, Deadline, Identity, Refusal};
+use crate::auth::{self, AuthRequest, Deadline, Identity, ProxyRefusal, Refusal};
 use crate::protocol::{text, ClientMessage, ServerMessage};
 use crate::router::ChannelDef;
 use crate::ws::WebSocket;
@@ -263,11 +263,21 @@ impl Session {
     /// channel that needs a subscription token gets a valid one. `Err` is the refusal's text.
     pub(super) async fn admit_subscriber(
         &self,
+        ws: &WebSocket,
         def: &ChannelDef,
         data: Option<&Value>,
         token: Option<&str>,
     ) -> Result<Option<Value>, String> {
         let identity = self.identity();
+        if def.access.proxy {
+            let Some(proxy) = self.node.inner.proxy.as_ref().filter(|p| p.has_subscribe()) else {
+                tracing::warn!(channel = def.name, "a channel asks the subscribe proxy but the node has none");
+                return Err(text::PERMISSION_DENIED.to_owned());
+            };
+            let client = self.client_id(ws);
+            let asked = proxy.ask_subscribe(&client, identity.user_id(), &def.name, data).await;
+            proxy_refusal(ws, asked, text::SUBSCRIBE_UNAVAILABLE)?;
+        }
         if def.access.token {
             let tokens = self
                 .node
@@ -311,6 +321,20 @@ impl Session {
         object.insert(field.clone(), Value::String(identity.user_id().to_owned()));
         Ok(Some(Value::Object(object)))
     }
+}
+
+/// A proxy's answer as the error text for the client (`Err`); a `disconnect` also closes the
+/// connection with its code.
+pub(super) fn proxy_refusal<T>(ws: &WebSocket, answer: Result<T, ProxyRefusal>, unavailable: &str) -> Result<T, String> {
+    answer.map_err(|refusal| match refusal {
+        ProxyRefusal::Error { message, .. } => message,
+        ProxyRefusal::Disconnect { code, reason } => {
+            let _ = ws.close(code, close_reason(&reason));
+            reason
+        }
+        // The proxy logged why.
+        ProxyRefusal::Unavailable(_) => unavailable.to_owned(),
+    })
 }
 
 /// Tells the client why it was refused: an error reply, or a close with the refusal's code.

@@ -92,7 +92,7 @@ impl Session {
             refuse(text::no_history(name));
             return None;
         }
-        let data = match self.admit_subscriber(&def, data, token).await {
+        let data = match self.admit_subscriber(ws, &def, data, token).await {
             Ok(data) => data,
             Err(message) => {
                 refuse(message);
@@ -274,7 +274,7 @@ impl Session {
 
     async fn action(&mut self, ws: &WebSocket, name: String, data: Option<Value>, id: Option<Value>) {
         let Some(def) = self.node.inner.actions.get(&name).cloned() else {
-            return reply(ws, error(text::action_not_found(&name), name, id));
+            return self.proxy_action(ws, name, data, id).await;
         };
         // SocketAPI calls the action with `**data`: anything but an object is invalid (serde would
         // otherwise read an array as the fields in order).
@@ -287,6 +287,27 @@ impl Session {
             return reply(ws, error(text::invalid_params(&name), name, id));
         };
         match crate::auth::scope(identity, call).await {
+            Ok(result) => reply(
+                ws,
+                ServerMessage::Action {
+                    channel: name,
+                    status: ActionStatus::Completed,
+                    data: (!result.is_null()).then_some(result),
+                    id,
+                },
+            ),
+            Err(message) => reply(ws, error(message, name, id)),
+        }
+    }
+
+    /// An action the node does not declare: the action proxy answers it, if the node has one.
+    async fn proxy_action(&mut self, ws: &WebSocket, name: String, data: Option<Value>, id: Option<Value>) {
+        let Some(proxy) = self.node.inner.proxy.as_ref().filter(|p| p.has_action()) else {
+            return reply(ws, error(text::action_not_found(&name), name, id));
+        };
+        let (client, identity) = (self.client_id(ws), self.identity());
+        let asked = proxy.ask_action(&client, identity.user_id(), &name, data.as_ref()).await;
+        match auth::proxy_refusal(ws, asked, text::ACTION_UNAVAILABLE) {
             Ok(result) => reply(
                 ws,
                 ServerMessage::Action {
