@@ -49,7 +49,7 @@ mod session;
 mod shutdown;
 pub mod ws;
 
-pub use auth::{Auth, AuthRequest, Identity, Jwt, Refusal};
+pub use auth::{Auth, AuthRequest, Identity, Jwt, JwtError, Refusal};
 #[cfg(feature = "redis")]
 pub use broker::RedisBroker;
 pub use broker::{Broker, BrokerError, Delivery, HistoryPolicy, MemoryBroker, StreamPosition, StreamRead};
