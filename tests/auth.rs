@@ -25,7 +25,7 @@ fn token(claims: Value) -> String {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
-        &EncodingKey::from_secret(SECRET),
+        &EncodingKey::from_secret(SECRET).unwrap(),
     )
     .unwrap()
 }
@@ -272,7 +272,7 @@ async fn refused_tokens_close_with_their_codes() {
             jsonwebtoken::encode(
                 &Header::new(Algorithm::HS256),
                 &json!({"sub": "1", "exp": now() + 60}),
-                &EncodingKey::from_secret(b"another secret"),
+                &EncodingKey::from_secret(b"another secret").unwrap(),
             )
             .unwrap(),
             4500,

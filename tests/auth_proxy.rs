@@ -86,7 +86,10 @@ impl Drop for Server {
 async fn start(proxy: Proxy) -> Server {
     let mut router = Router::new();
     router.channel(
-        Channel::new("members", |p: Text| async move { Ok::<_, String>(json!({ "text": p.text })) }).subscribe_proxy(),
+        Channel::new("members", |p: Text| async move {
+            Ok::<_, String>(json!({ "text": p.text }))
+        })
+        .subscribe_proxy(),
     );
     let node = Node::builder(router).proxy(proxy).build();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -168,7 +171,11 @@ async fn a_slow_broken_or_garbage_backend_is_an_error_reply_in_bounded_time() {
             json!({"type": "error", "id": 1, "message": "Authentication unavailable: try again later."}),
             "{who}"
         );
-        assert!(started.elapsed() < Duration::from_secs(3), "{who}: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{who}: {:?}",
+            started.elapsed()
+        );
         // The connection is still there and may try again.
         assert_eq!(connect_as(&mut c, "alice").await["user"], "alice", "{who}");
     }
@@ -239,7 +246,14 @@ async fn the_action_proxy_answers_undeclared_actions() {
         json!({"type": "error", "channel": "slow", "id": 5, "message": "Action backend unavailable: try again later."}),
     )
     .await;
-    let asked = backend.seen.lock().unwrap().iter().find(|r| r["action"] == "sum").cloned().unwrap();
+    let asked = backend
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "sum")
+        .cloned()
+        .unwrap();
     assert_eq!(asked["user"], "alice");
     assert_eq!(asked["data"], json!({"a": 41}));
 }

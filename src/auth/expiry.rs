@@ -85,12 +85,6 @@ impl Deadlines {
     pub fn cancel(&self, deadline: Deadline) {
         self.shared.state.lock().due.remove(&deadline);
     }
-
-    /// How many deadlines are set (a test checks that closed connections leave none behind).
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.shared.state.lock().due.len()
-    }
 }
 
 impl Drop for Deadlines {

@@ -13,13 +13,13 @@
 
 mod backend;
 mod expiry;
+mod jwks;
 mod jwt;
 mod proxy;
 
-pub(crate) use backend::{Backend, BackendError};
+pub(crate) use backend::Backend;
 pub(crate) use expiry::{Deadline, Deadlines};
-pub(crate) use jwt::Claims;
-pub use jwt::Jwt;
+pub use jwt::{Jwt, JwtError};
 pub(crate) use proxy::ProxyRefusal;
 pub use proxy::{ConnectProxy, Proxy};
 
@@ -231,6 +231,13 @@ impl Auth {
     /// message before `connected` is refused.
     pub fn optional(mut self) -> Self {
         self.required = false;
+        self
+    }
+
+    /// Verifies subscription tokens (a `subscribe` with a `token`) with `jwt`, for a node whose
+    /// hook is something else (the connect proxy, say). [`Jwt::into_auth`] sets it already.
+    pub fn subscription_tokens(mut self, jwt: Jwt) -> Self {
+        self.subscription_tokens = Some(Arc::new(jwt));
         self
     }
 

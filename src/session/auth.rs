@@ -271,7 +271,10 @@ impl Session {
         let identity = self.identity();
         if def.access.proxy {
             let Some(proxy) = self.node.inner.proxy.as_ref().filter(|p| p.has_subscribe()) else {
-                tracing::warn!(channel = def.name, "a channel asks the subscribe proxy but the node has none");
+                tracing::warn!(
+                    channel = def.name,
+                    "a channel asks the subscribe proxy but the node has none"
+                );
                 return Err(text::PERMISSION_DENIED.to_owned());
             };
             let client = self.client_id(ws);
@@ -325,7 +328,11 @@ impl Session {
 
 /// A proxy's answer as the error text for the client (`Err`); a `disconnect` also closes the
 /// connection with its code.
-pub(super) fn proxy_refusal<T>(ws: &WebSocket, answer: Result<T, ProxyRefusal>, unavailable: &str) -> Result<T, String> {
+pub(super) fn proxy_refusal<T>(
+    ws: &WebSocket,
+    answer: Result<T, ProxyRefusal>,
+    unavailable: &str,
+) -> Result<T, String> {
     answer.map_err(|refusal| match refusal {
         ProxyRefusal::Error { message, .. } => message,
         ProxyRefusal::Disconnect { code, reason } => {

@@ -306,7 +306,9 @@ impl Session {
             return reply(ws, error(text::action_not_found(&name), name, id));
         };
         let (client, identity) = (self.client_id(ws), self.identity());
-        let asked = proxy.ask_action(&client, identity.user_id(), &name, data.as_ref()).await;
+        let asked = proxy
+            .ask_action(&client, identity.user_id(), &name, data.as_ref())
+            .await;
         match auth::proxy_refusal(ws, asked, text::ACTION_UNAVAILABLE) {
             Ok(result) => reply(
                 ws,
