@@ -13,6 +13,9 @@
 //! handshake_timeout_secs = 10
 //! drain_timeout_secs = 10          # on SIGTERM/Ctrl-C: wait this long at most for connections to end
 //! drain_window_ms = 2000           # spread the WebSocket closes (1001) over this long (past 100)
+//! allowed_origins = ["https://app.example.com"]
+//! [auth]                           # and [proxy], [limits]: see identity.rs
+//! hmac_secret = "change-me"
 //! ```
 
 use serde::Deserialize;
@@ -33,6 +36,13 @@ pub struct FileConfig {
     pub handshake_timeout_secs: Option<u64>,
     pub drain_timeout_secs: Option<u64>,
     pub drain_window_ms: Option<u64>,
+    pub allowed_origins: Option<Vec<String>>,
+    #[serde(default)]
+    pub auth: super::identity::AuthSection,
+    #[serde(default)]
+    pub proxy: super::identity::ProxySection,
+    #[serde(default)]
+    pub limits: super::identity::LimitsSection,
 }
 
 impl FileConfig {

@@ -2,6 +2,7 @@
 
 mod config;
 mod demo;
+mod identity;
 mod publish;
 mod serve;
 

@@ -37,6 +37,8 @@ pub struct ServeArgs {
     /// (WebSockets are closed with 1001, in jittered batches when there are many) [default: 10].
     #[arg(long)]
     drain_timeout_secs: Option<u64>,
+    #[command(flatten)]
+    identity: super::identity::IdentityArgs,
 }
 
 pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -63,8 +65,24 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         ws_config.idle_timeout = Duration::from_secs(secs);
     }
 
+    let identity = super::identity::build(
+        &args.identity,
+        &file.auth,
+        &file.proxy,
+        &file.limits,
+        file.allowed_origins.as_ref(),
+    )?;
     let (router, ticker) = demo::router();
-    let mut builder = Node::builder(router).ws_config(ws_config);
+    let mut builder = Node::builder(router)
+        .ws_config(ws_config)
+        .limits(identity.limits)
+        .allowed_origins(identity.origins);
+    if let Some(auth) = identity.auth {
+        builder = builder.auth(auth);
+    }
+    if let Some(proxy) = identity.proxy {
+        builder = builder.proxy(proxy);
+    }
     let hosts = if args.broadcast_allowed_hosts.is_empty() {
         file.broadcast_allowed_hosts
     } else {
