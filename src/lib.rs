@@ -54,7 +54,7 @@ pub use auth::{Auth, AuthRequest, ConnectProxy, Identity, Jwt, JwtError, Proxy, 
 pub use broker::RedisBroker;
 pub use broker::{Broker, BrokerError, Delivery, HistoryPolicy, MemoryBroker, StreamPosition, StreamRead};
 pub use duplex::{Duplex, DuplexError, HandlerOutput, Remover};
-pub use node::{Node, NodeBuilder, PublishError};
+pub use node::{Limits, Node, NodeBuilder, Origins, PublishError};
 pub use publisher::Publisher;
 pub use router::{Access, Channel, ChannelRef, Router};
 pub use session::Connection;

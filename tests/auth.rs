@@ -140,16 +140,14 @@ impl Server {
 
 /// The next event is a close with `code`; returns its reason.
 async fn expect_close(client: &mut Client, code: u16) -> String {
-    loop {
-        match client.next_event().await {
-            Event::Close(close) => {
-                assert_eq!(close.code, code, "closed with {} ({})", close.code, close.reason);
-                assert!(close.by_peer, "the server sent the close frame");
-                return close.reason;
-            }
-            Event::Text(text) => panic!("expected a close {code}, got {text}"),
-            Event::Bytes(_) => panic!("expected a close {code}, got bytes"),
+    match client.next_event().await {
+        Event::Close(close) => {
+            assert_eq!(close.code, code, "closed with {} ({})", close.code, close.reason);
+            assert!(close.by_peer, "the server sent the close frame");
+            close.reason
         }
+        Event::Text(text) => panic!("expected a close {code}, got {text}"),
+        Event::Bytes(_) => panic!("expected a close {code}, got bytes"),
     }
 }
 

@@ -203,7 +203,11 @@ pub fn build(
             *field = n;
         }
     };
-    set(limits.messages_per_sec, args.messages_per_sec, &mut limit.messages_per_sec);
+    set(
+        limits.messages_per_sec,
+        args.messages_per_sec,
+        &mut limit.messages_per_sec,
+    );
     set(limits.message_burst, args.message_burst, &mut limit.message_burst);
     set(
         limits.connections_per_ip_per_sec,

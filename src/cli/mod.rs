@@ -19,14 +19,14 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the standalone server: demo channels, the demo page, /_broadcast and /metrics.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Broadcast on a channel of a running server: `switchboard publish chat '{"message":"hi"}'`.
     Publish(publish::PublishArgs),
 }
 
 pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Publish(args) => publish::run(args).await,
     }
 }

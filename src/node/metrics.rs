@@ -67,5 +67,13 @@ pub(crate) fn render(node: &Node) -> String {
     for (name, kind, help, value) in rows {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     }
+    let name = "switchboard_limit_refusals_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Handshakes, messages and connections refused by a limit or the origin check.\n# TYPE {name} counter"
+    );
+    for (reason, value) in inner.counters.limit_refusals.all() {
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {value}");
+    }
     out
 }

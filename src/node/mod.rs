@@ -8,16 +8,23 @@
 
 mod broadcast;
 mod hub;
+mod limits;
 mod metrics;
+mod origins;
 
 pub(crate) use hub::{Ack, Hub, StreamJoin};
+pub use limits::Limits;
+pub(crate) use limits::{
+    ConnectionRate, LimitRefusals, MessageRate, Refused, UserConnections, Verdict, RATE_CLOSE_CODE,
+};
+pub use origins::Origins;
 
 use crate::auth::{Auth, ConnectProxy, Deadlines, Proxy};
 use crate::broker::{Broker, BrokerError, Delivery, MemoryBroker, StreamRead};
 use crate::protocol::ServerMessage;
 use crate::router::{topic, ActionDef, Authorizer, ChannelDef, ConnectHook, RouteDef};
 use crate::session::Session;
-use crate::ws::{self, Text, WebSocket};
+use crate::ws::{self, Rejection, Text, WebSocket};
 use crate::Router;
 use axum::routing::MethodRouter;
 use serde_json::Value;
@@ -76,6 +83,8 @@ pub(crate) struct Counters {
     pub slow_consumers: AtomicU64,
     /// Bidirectional channels open on this node's connections.
     pub duplex_channels: AtomicU64,
+    /// Handshakes, messages and connections refused by a limit or the origin check, by reason.
+    pub limit_refusals: LimitRefusals,
 }
 
 pub(crate) struct NodeInner {
@@ -103,6 +112,14 @@ pub(crate) struct NodeInner {
     /// A random name for this node, the first part of its connections' client ids (unique
     /// across the nodes sharing a broker).
     pub name: String,
+    /// What one client may ask of the node.
+    pub limits: Limits,
+    /// Which web pages may open connections.
+    pub origins: Origins,
+    /// New connections per second per client address (checked at the handshake).
+    pub connection_rate: ConnectionRate,
+    /// Open connections per user id, for `limits.connections_per_user`.
+    pub user_connections: UserConnections,
 }
 
 /// A Switchboard server: mount its [`endpoint`](Node::endpoint) on a path of an axum app, or use
@@ -130,6 +147,8 @@ pub struct NodeBuilder {
     drain: ws::Drain,
     auth: Option<Auth>,
     proxy: Option<Proxy>,
+    limits: Limits,
+    origins: Origins,
 }
 
 impl NodeBuilder {
@@ -186,6 +205,22 @@ impl NodeBuilder {
         self
     }
 
+    /// What one client may ask of the node: messages per second, subscriptions per connection,
+    /// connections per user, new connections per second per address (default
+    /// [`Limits::default`], far above what normal use does; [`Limits::unlimited`] for none).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The web pages (the handshake's `Origin`) allowed to open WebSocket connections (default
+    /// [`Origins::same_host`]: pages of the host the request was made to). Clients that send no
+    /// `Origin` (not browsers) are always allowed; others get 403.
+    pub fn allowed_origins(mut self, origins: Origins) -> Self {
+        self.origins = origins;
+        self
+    }
+
     /// Builds the node and starts its broker.
     pub fn build(self) -> Node {
         let hub = Arc::new(Hub::default());
@@ -214,6 +249,10 @@ impl NodeBuilder {
             proxy: self.proxy,
             deadlines: Deadlines::default(),
             name: format!("{:08x}", fastrand::u32(..)),
+            connection_rate: ConnectionRate::new(&self.limits),
+            user_connections: UserConnections::default(),
+            limits: self.limits,
+            origins: self.origins,
         });
         for def in inner.channels.values() {
             let _ = def.node.set(Arc::downgrade(&inner));
@@ -242,6 +281,8 @@ impl Node {
             drain: ws::Drain::default(),
             auth: None,
             proxy: None,
+            limits: Limits::default(),
+            origins: Origins::default(),
         }
     }
 
@@ -254,13 +295,46 @@ impl Node {
     /// Its connections are the node's, whatever serves the application: [`Node::shutdown`]
     /// closes them. Under [`http::serve`](crate::http::serve) the server's shutdown closes them
     /// too.
+    ///
+    /// A handshake from a web page not allowed by [`NodeBuilder::allowed_origins`] gets 403; one
+    /// over [`Limits::connections_per_ip_per_sec`] for its address gets 429.
     pub fn endpoint<S: Clone + Send + Sync + 'static>(&self) -> MethodRouter<S> {
         let node = self.clone();
-        ws::endpoint_with_sockets(
-            move |_| Session::new(node.clone()),
+        ws::endpoint_checked(
+            move |handshake: &ws::Handshake| {
+                node.admit(handshake)?;
+                Ok(Session::new(node.clone()))
+            },
             self.inner.ws_config.clone(),
             self.inner.sockets.clone(),
         )
+    }
+
+    /// The checks of a handshake before its upgrade: the origin, then the address's connection
+    /// rate (a refused origin takes no token). Counted in `switchboard_limit_refusals_total`.
+    fn admit(&self, handshake: &ws::Handshake) -> Result<(), Rejection> {
+        let inner = &self.inner;
+        if let Err(rejection) = inner.origins.check(handshake) {
+            inner.counters.limit_refusals.add(Refused::Origin);
+            tracing::debug!(peer = ?handshake.peer, "websocket handshake refused: {}", rejection.body.trim_end());
+            return Err(rejection);
+        }
+        if let Some(peer) = handshake.peer {
+            if !inner.connection_rate.allow(peer.ip()) {
+                inner.counters.limit_refusals.add(Refused::ConnectionRate);
+                let per_sec = inner.limits.connections_per_ip_per_sec;
+                let ip = peer.ip();
+                tracing::debug!(%ip, "websocket handshake refused: over {per_sec} new connections per second");
+                return Err(Rejection::new(
+                    http::StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "429 Too Many Requests: more than {per_sec} new connections per second from {ip}; \
+                         raise connections_per_ip_per_sec (--max-connections-per-ip-per-sec)\n"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Closes the node's WebSocket connections and waits for them to end, at most the drain

@@ -84,3 +84,13 @@ pub const AUTH_UNAVAILABLE: &str = "Authentication unavailable: try again later.
 pub const SUBSCRIBE_UNAVAILABLE: &str = "Subscribe backend unavailable: try again later.";
 /// The action proxy could not answer.
 pub const ACTION_UNAVAILABLE: &str = "Action backend unavailable: try again later.";
+
+/// A message over the connection's rate.
+pub fn rate_limited(per_sec: u32) -> String {
+    format!("Rate limit exceeded: at most {per_sec} messages per second.")
+}
+
+/// A subscription over the connection's limit.
+pub fn too_many_subscriptions(max: usize) -> String {
+    format!("Too many subscriptions: at most {max} per connection.")
+}

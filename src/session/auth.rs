@@ -6,6 +6,7 @@
 
 use super::{reply, Session};
 use crate::auth::{self, AuthRequest, Deadline, Identity, ProxyRefusal, Refusal};
+use crate::node::Refused;
 use crate::protocol::{text, ClientMessage, ServerMessage};
 use crate::router::ChannelDef;
 use crate::ws::WebSocket;
@@ -18,6 +19,8 @@ use tokio::time::Instant;
 pub(crate) const CLOSE_TOKEN_EXPIRED: u16 = 4005;
 /// 4001: no valid `connect` within the handshake timeout.
 pub(crate) const CLOSE_AUTH_TIMEOUT: u16 = 4001;
+/// 4008: the user has its limit of connections on this node.
+pub(crate) const CLOSE_TOO_MANY_CONNECTIONS: u16 = 4008;
 /// 4500: the token is not valid: do not retry with the same token.
 pub(crate) const CLOSE_INVALID_TOKEN: u16 = 4500;
 
@@ -29,6 +32,8 @@ pub(super) struct SessionAuth {
     /// When the node closes the connection unless something changes: the handshake timeout
     /// before `connected`, the identity's expiry after.
     deadline: Option<Deadline>,
+    /// Counted in the node's connections of its user (`Limits::connections_per_user`).
+    counted: bool,
 }
 
 /// A close code's reason, within the 123 bytes a close frame allows.
@@ -61,6 +66,7 @@ impl Session {
         self.auth = Some(Box::new(SessionAuth {
             identity: (!required).then(auth::anonymous),
             deadline: None,
+            counted: false,
         }));
         if let Some(token) = query_token(ws) {
             if self.authenticate(ws, Some(token), None, None).await {
@@ -100,9 +106,12 @@ impl Session {
         }
     }
 
-    /// Forgets the connection's deadline (it closed).
+    /// Forgets the connection's deadline and uncounts it from its user's (it closed).
     pub(super) fn close_auth(&mut self) {
         self.set_deadline(None);
+        if self.auth.as_ref().is_some_and(|state| state.counted) {
+            self.node.inner.user_connections.remove(self.identity().user_id());
+        }
     }
 
     /// True when the message may be handled: the connection is authenticated, or the message is
@@ -214,6 +223,16 @@ impl Session {
                 refuse(ws, Refusal::Expired, id);
                 false
             }
+            Ok(identity) if !self.count_user(identity.user_id()) => {
+                self.node.inner.counters.limit_refusals.add(Refused::UserConnections);
+                tracing::info!(
+                    conn = ws.id(),
+                    user = identity.user_id(),
+                    "too many connections for this user"
+                );
+                let _ = ws.close(CLOSE_TOO_MANY_CONNECTIONS, "too many connections for this user");
+                false
+            }
             Ok(identity) => {
                 let connected = ServerMessage::Connected {
                     id,
@@ -230,6 +249,18 @@ impl Session {
                 false
             }
         }
+    }
+
+    /// Counts the connection in `user`'s; false if the user has its limit of connections on
+    /// this node already.
+    fn count_user(&mut self, user: &str) -> bool {
+        let Some(state) = &mut self.auth else { return true };
+        if state.counted || user.is_empty() {
+            return true;
+        }
+        let max = self.node.inner.limits.connections_per_user;
+        state.counted = self.node.inner.user_connections.try_add(user, max);
+        state.counted
     }
 
     /// Takes `identity` as the connection's, with its expiry as the deadline.

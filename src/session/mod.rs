@@ -10,7 +10,7 @@ pub use connection::Connection;
 
 use crate::broker::{StreamPosition, StreamRead};
 use crate::duplex::Duplex;
-use crate::node::{Ack, Node, StreamJoin};
+use crate::node::{Ack, MessageRate, Node, Refused, StreamJoin, Verdict, RATE_CLOSE_CODE};
 use crate::protocol::{text, ActionStatus, ClientMessage, DuplexMessage, Position, Publication, ServerMessage};
 use crate::router::{Access, ChannelDef};
 use crate::ws::{CloseFrame, Handler, Text, WebSocket};
@@ -28,15 +28,49 @@ pub(crate) struct Session {
     topics: Vec<String>,
     /// Its identity, on a node with authentication.
     auth: Option<Box<auth::SessionAuth>>,
+    /// How fast it may send (`Limits::messages_per_sec`).
+    rate: MessageRate,
 }
 
 impl Session {
     pub fn new(node: Node) -> Self {
+        let rate = MessageRate::new(&node.inner.limits);
         Self {
             node,
             connection: None,
             topics: Vec::new(),
             auth: None,
+            rate,
+        }
+    }
+
+    /// Takes a token of the connection's message rate; false when the message is refused (the
+    /// error is sent, or the connection closed with 4029 after too many refusals in a row).
+    fn within_rate(&mut self, ws: &WebSocket, text: &str) -> bool {
+        let limits = &self.node.inner.limits;
+        let refusals = &self.node.inner.counters.limit_refusals;
+        match self.rate.check(limits) {
+            Verdict::Allow => true,
+            Verdict::Refuse => {
+                refusals.add(Refused::MessageRate);
+                // Read only to name the refused message in the error.
+                let (channel, id) = match ClientMessage::parse(text) {
+                    Ok(message) => {
+                        let (channel, id) = message.channel_and_id();
+                        (channel.map(str::to_owned), id.cloned())
+                    }
+                    Err(bad) => (bad.channel, bad.id),
+                };
+                let message = text::rate_limited(limits.messages_per_sec);
+                reply(ws, ServerMessage::Error { channel, message, id });
+                false
+            }
+            Verdict::Close => {
+                refusals.add(Refused::RateClose);
+                tracing::info!(conn = ws.id(), "too many messages: closing");
+                let _ = ws.close(RATE_CLOSE_CODE, "too many messages");
+                false
+            }
         }
     }
 
@@ -61,7 +95,10 @@ impl Session {
                 limit,
                 since,
                 token,
-            } => self.history(ws, channel, data, id, limit, since, token).await,
+            } => {
+                let token = token.as_deref();
+                self.history(ws, channel, data, id, token, (limit, since)).await
+            }
             ClientMessage::Unsubscribe { channel, data, id } => self.unsubscribe(ws, channel, data, id),
             ClientMessage::Action { channel, data, id } => self.action(ws, channel, data, id).await,
             ClientMessage::Open { channel, data, id } => self.open(ws, channel, data, id),
@@ -152,6 +189,12 @@ impl Session {
                 },
             );
         } else {
+            let limits = &self.node.inner.limits;
+            if !limits.may_subscribe(self.topics.len()) {
+                self.node.inner.counters.limit_refusals.add(Refused::Subscriptions);
+                let message = text::too_many_subscriptions(limits.subscriptions_per_connection);
+                return reply(ws, error(message, name, id));
+            }
             let ack = match def.history {
                 None => Ack::Plain(Text::from(
                     ServerMessage::Subscribed {
@@ -201,20 +244,17 @@ impl Session {
         }
     }
 
-    /// `history`: the latest publications of a history topic, or those after `since`.
+    /// `history`: the latest publications of a history topic (`limit`), or those after `since`.
     async fn history(
         &mut self,
         ws: &WebSocket,
         name: String,
         data: Option<Value>,
         id: Option<Value>,
-        limit: Option<u64>,
-        since: Option<Position>,
-        token: Option<String>,
+        token: Option<&str>,
+        (limit, since): (Option<u64>, Option<Position>),
     ) {
-        let topic = self
-            .topic_of(ws, &name, data.as_ref(), &id, true, token.as_deref())
-            .await;
+        let topic = self.topic_of(ws, &name, data.as_ref(), &id, true, token).await;
         let Some((def, topic, _)) = topic else { return };
         let Some(history) = def.history else { return };
         let limit = limit.map_or(history.recovery_limit, |l| usize::try_from(l).unwrap_or(usize::MAX));
@@ -495,6 +535,9 @@ impl Handler for Session {
     }
 
     async fn on_message(&mut self, ws: &WebSocket, text: Text) {
+        if !self.within_rate(ws, &text) {
+            return;
+        }
         match ClientMessage::parse(&text) {
             Ok(message) => self.handle(ws, message).await,
             Err(bad) => reply(ws, bad.into_reply()),

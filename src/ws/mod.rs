@@ -13,7 +13,8 @@
 //! * a byte budget per connection ([`Config::max_backpressure`]): a peer that stops reading is
 //!   disconnected with close code 1008 instead of growing memory;
 //! * server pings and an idle timeout, so dead peers are dropped;
-//! * mounting on an axum router ([`endpoint`]) and a client ([`connect`]);
+//! * mounting on an axum router ([`endpoint`]; [`endpoint_checked`] to refuse a handshake with an
+//!   HTTP answer, a [`Rejection`]) and a client ([`connect`]);
 //! * [`Sockets`], the registry of a server's open sockets: close them all at once or [drain](Sockets::drain)
 //!   them (closes in jittered batches, then a bounded wait), count them, wait for them to end.
 //!
@@ -69,7 +70,7 @@ pub use prepared::PreparedMessage;
 pub use socket::{SendError, WebSocket};
 pub use sockets::{Drain, DrainReport, Sockets};
 pub use text::Text;
-pub use upgrade::{endpoint, endpoint_with_sockets};
+pub use upgrade::{endpoint, endpoint_checked, endpoint_with_sockets, Rejection};
 
 /// For the task-size test of the protocol session, which keeps its connection's task in a cell.
 #[cfg(test)]

@@ -26,6 +26,47 @@ const HANDSHAKE_ONLY: [header::HeaderName; 5] = [
     header::SEC_WEBSOCKET_EXTENSIONS,
 ];
 
+/// An HTTP answer refusing a WebSocket handshake before the upgrade (the factory of
+/// [`endpoint_checked`] returns it): the status, and a `text/plain` body that says why.
+///
+/// Nothing is upgraded or registered for a refused request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The response status, e.g. 403 or 429.
+    pub status: StatusCode,
+    /// The response body (`text/plain; charset=utf-8`).
+    pub body: String,
+}
+
+impl Rejection {
+    /// A refusal with `status` and `body`.
+    pub fn new(status: StatusCode, body: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: body.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.status, self.body.trim_end())
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            self.body,
+        )
+            .into_response()
+    }
+}
+
 /// An axum route that upgrades requests to WebSocket connections, each driven by a handler that
 /// `factory` makes from the handshake.
 ///
@@ -40,7 +81,7 @@ where
     H: Handler,
     S: Clone + Send + Sync + 'static,
 {
-    mount(factory, config, None)
+    mount(move |handshake: &Handshake| Ok(factory(handshake)), config, None)
 }
 
 /// [`endpoint`] with a registry of its own: every socket it opens is registered in `sockets`,
@@ -55,12 +96,27 @@ where
     H: Handler,
     S: Clone + Send + Sync + 'static,
 {
+    endpoint_checked(move |handshake: &Handshake| Ok(factory(handshake)), config, sockets)
+}
+
+/// [`endpoint_with_sockets`] whose `factory` may refuse a handshake: a request for which it
+/// returns a [`Rejection`] gets that HTTP answer instead of the 101, and nothing is upgraded or
+/// registered (an origin check, a rate limit).
+///
+/// The factory is called once the request is a valid WebSocket handshake (a malformed one still
+/// gets 400 or 405 without calling it) and before the socket is counted in `sockets`.
+pub fn endpoint_checked<F, H, S>(factory: F, config: Config, sockets: Sockets) -> MethodRouter<S>
+where
+    F: Fn(&Handshake) -> Result<H, Rejection> + Send + Sync + 'static,
+    H: Handler,
+    S: Clone + Send + Sync + 'static,
+{
     mount(factory, config, Some(sockets))
 }
 
 fn mount<F, H, S>(factory: F, config: Config, own: Option<Sockets>) -> MethodRouter<S>
 where
-    F: Fn(&Handshake) -> H + Send + Sync + 'static,
+    F: Fn(&Handshake) -> Result<H, Rejection> + Send + Sync + 'static,
     H: Handler,
     S: Clone + Send + Sync + 'static,
 {
@@ -84,7 +140,7 @@ pub(crate) fn accept_key(key: &[u8]) -> String {
 
 fn upgrade<F, H>(mut request: Request, factory: &F, config: &Arc<Config>, own: Option<Sockets>) -> Response
 where
-    F: Fn(&Handshake) -> H,
+    F: Fn(&Handshake) -> Result<H, Rejection>,
     H: Handler,
 {
     if request.method() != Method::GET {
@@ -115,23 +171,10 @@ where
     };
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0);
     // The server's registry of open sockets, if it keeps one (to close them all when it shuts
-    // down); the endpoint's own, linked to the server's, if it has one.
-    let server = request.extensions().get::<Sockets>();
-    if server.is_some_and(Sockets::is_closing) {
+    // down).
+    let server = request.extensions().get::<Sockets>().cloned();
+    if server.as_ref().is_some_and(Sockets::is_closing) {
         return (StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down\n").into_response();
-    }
-    let sockets = match own {
-        Some(own) => {
-            if let Some(server) = server {
-                server.link(&own);
-            }
-            Some(own)
-        }
-        None => server.cloned(),
-    };
-    // Counted from the 101 on, so that a drain starting before the socket opens waits for it.
-    if let Some(sockets) = &sockets {
-        sockets.upgrading();
     }
     let (parts, _body) = request.into_parts();
     // The headers that only served the handshake are not kept. The values still share hyper's
@@ -142,7 +185,25 @@ where
     }
     let uri = parts.uri;
     let handshake = Handshake { uri, headers, peer };
-    let handler = factory(&handshake);
+    // Before anything is counted: a refused request leaves no trace in the registries.
+    let handler = match factory(&handshake) {
+        Ok(handler) => handler,
+        Err(rejection) => return rejection.into_response(),
+    };
+    // The endpoint's own registry, linked to the server's, if it has one.
+    let sockets = match own {
+        Some(own) => {
+            if let Some(server) = &server {
+                server.link(&own);
+            }
+            Some(own)
+        }
+        None => server,
+    };
+    // Counted from the 101 on, so that a drain starting before the socket opens waits for it.
+    if let Some(sockets) = &sockets {
+        sockets.upgrading();
+    }
     let config = Config::clone(config);
     let task = async move {
         match on_upgrade.await {
