@@ -22,7 +22,7 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
-use switchboard::{Auth, Channel, ConnectProxy, Identity, Jwt, Limits, Node, Origins, Proxy, Router};
+use switchboard::{Auth, Channel, ConnectProxy, Identity, JwtKeys, Limits, Node, Origins, Proxy, Router};
 
 #[derive(Parser)]
 struct Args {
@@ -121,34 +121,6 @@ fn router(subscribe_proxy: bool) -> Router {
     router
 }
 
-fn keys(args: &Args) -> Result<Option<Jwt>, Box<dyn std::error::Error>> {
-    let mut jwt: Option<Jwt> = None;
-    if let Some(secret) = &args.hmac_secret {
-        jwt = Some(Jwt::hmac(secret));
-    }
-    if let Some(path) = &args.rsa_public_key {
-        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        jwt = Some(match jwt {
-            Some(jwt) => jwt.with_rsa_pem(&pem)?,
-            None => Jwt::rsa_pem(&pem)?,
-        });
-    }
-    if let Some(path) = &args.ec_public_key {
-        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        jwt = Some(match jwt {
-            Some(jwt) => jwt.with_ec_pem(&pem)?,
-            None => Jwt::ec_pem(&pem)?,
-        });
-    }
-    if let Some(url) = &args.jwks_url {
-        jwt = Some(match jwt {
-            Some(jwt) => jwt.with_jwks(url.clone()),
-            None => Jwt::jwks(url.clone()),
-        });
-    }
-    Ok(jwt)
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -156,7 +128,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = Args::parse();
     let timeout = Duration::from_millis(args.proxy_timeout_ms);
-    let jwt = keys(&args)?;
+    let keys = JwtKeys {
+        hmac_secret: args.hmac_secret.clone(),
+        rsa_public_key: args.rsa_public_key.clone(),
+        ec_public_key: args.ec_public_key.clone(),
+        jwks_url: args.jwks_url.clone(),
+    };
+    let jwt = keys.load()?;
     let auth: Auth = match (&args.connect_proxy, jwt) {
         (Some(url), jwt) => {
             let auth = ConnectProxy::new(url.clone()).timeout(timeout).into_auth();
@@ -178,21 +156,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(url) = &args.action_proxy {
         proxy = proxy.action(url.clone());
     }
-    let mut limits = Limits::default();
-    if let Some(n) = args.messages_per_sec {
-        limits.messages_per_sec = n;
-    }
-    if let Some(n) = args.message_burst {
-        limits.message_burst = n;
-    }
+    let mut limits = Limits::default()
+        .with_message_rate(args.messages_per_sec, args.message_burst)
+        .with_connection_rate(args.max_connections_per_ip_per_sec, None);
     if let Some(n) = args.max_subscriptions {
         limits.subscriptions_per_connection = n;
     }
     if let Some(n) = args.max_connections_per_user {
         limits.connections_per_user = n;
-    }
-    if let Some(n) = args.max_connections_per_ip_per_sec {
-        limits.connections_per_ip_per_sec = n;
     }
     let origins = if args.allowed_origins.is_empty() {
         Origins::same_host()

@@ -49,7 +49,7 @@ mod session;
 mod shutdown;
 pub mod ws;
 
-pub use auth::{Auth, AuthRequest, ConnectProxy, Identity, Jwt, JwtError, Proxy, Refusal};
+pub use auth::{Auth, AuthRequest, ConnectProxy, Identity, Jwt, JwtError, JwtKeys, Proxy, Refusal};
 #[cfg(feature = "redis")]
 pub use broker::RedisBroker;
 pub use broker::{Broker, BrokerError, Delivery, HistoryPolicy, MemoryBroker, StreamPosition, StreamRead};

@@ -131,7 +131,7 @@ impl std::fmt::Debug for Jwt {
 }
 
 impl Jwt {
-    fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         Self {
             keys: Vec::new(),
             jwks: Vec::new(),

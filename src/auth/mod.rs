@@ -15,11 +15,13 @@ mod backend;
 mod expiry;
 mod jwks;
 mod jwt;
+mod keys;
 mod proxy;
 
 pub(crate) use backend::Backend;
 pub(crate) use expiry::{Deadline, Deadlines};
 pub use jwt::{Jwt, JwtError};
+pub use keys::JwtKeys;
 pub(crate) use proxy::ProxyRefusal;
 pub use proxy::{ConnectProxy, Proxy};
 

@@ -18,19 +18,19 @@
 //! action = "http://backend.internal/switchboard/action"
 //! timeout_ms = 2000
 //! [limits]
-//! messages_per_sec = 100
-//! message_burst = 500
-//! subscriptions_per_connection = 1000
-//! connections_per_user = 100
-//! connections_per_ip_per_sec = 100
-//! connection_burst_per_ip = 1000
+//! messages_per_sec = 10000         # a rate without its burst: bursts of one second's worth
+//! message_burst = 20000
+//! subscriptions_per_connection = 10000
+//! connections_per_user = 1000
+//! connections_per_ip_per_sec = 1000
+//! connection_burst_per_ip = 20000
 //! ```
 
 use clap::Args;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
-use switchboard::{Auth, ConnectProxy, Jwt, Limits, Origins, Proxy};
+use switchboard::{Auth, ConnectProxy, Jwt, JwtKeys, Limits, Origins, Proxy};
 
 /// `[auth]`.
 #[derive(Debug, Default, Deserialize)]
@@ -94,19 +94,19 @@ pub struct IdentityArgs {
     /// Origins allowed to open WebSockets (repeatable; `*` for any) [default: the page's own host].
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     allowed_origins: Vec<String>,
-    /// Messages per second one connection may send (0: no limit) [default: 100].
+    /// Messages per second one connection may send (0: no limit) [default: 10000].
     #[arg(long)]
     messages_per_sec: Option<u32>,
-    /// Messages one connection may send at once above that rate [default: 500].
+    /// Messages one connection may send at once above that rate [default: 20000].
     #[arg(long)]
     message_burst: Option<u32>,
-    /// Subscriptions per connection (0: no limit) [default: 1000].
+    /// Subscriptions per connection (0: no limit) [default: 10000].
     #[arg(long)]
     max_subscriptions: Option<usize>,
-    /// Connections per user on this node (0: no limit) [default: 100].
+    /// Connections per user on this node (0: no limit) [default: 10000].
     #[arg(long)]
     max_connections_per_user: Option<usize>,
-    /// New connections per second from one client address (0: no limit) [default: 100, bursts of 1000].
+    /// New connections per second from one client address (0: no limit) [default: 1000, bursts of 20000].
     #[arg(long)]
     max_connections_per_ip_per_sec: Option<u32>,
 }
@@ -119,39 +119,15 @@ pub struct Identity {
     pub origins: Origins,
 }
 
-fn read_pem(path: &PathBuf) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read key {}: {e}", path.display()))
-}
-
-/// The keys of `[auth]` and the flags, as one verifier (none configured: `None`).
+/// The keys of `[auth]` and the flags (flags win), as one verifier (none configured: `None`).
 fn keys(args: &IdentityArgs, file: &AuthSection) -> Result<Option<Jwt>, String> {
-    let mut jwt: Option<Jwt> = None;
-    if let Some(secret) = args.hmac_secret.as_ref().or(file.hmac_secret.as_ref()) {
-        jwt = Some(Jwt::hmac(secret));
-    }
-    if let Some(path) = args.rsa_public_key.as_ref().or(file.rsa_public_key.as_ref()) {
-        let pem = read_pem(path)?;
-        let keyed = match jwt {
-            Some(jwt) => jwt.with_rsa_pem(&pem),
-            None => Jwt::rsa_pem(&pem),
-        };
-        jwt = Some(keyed.map_err(|e| format!("{}: {e}", path.display()))?);
-    }
-    if let Some(path) = args.ec_public_key.as_ref().or(file.ec_public_key.as_ref()) {
-        let pem = read_pem(path)?;
-        let keyed = match jwt {
-            Some(jwt) => jwt.with_ec_pem(&pem),
-            None => Jwt::ec_pem(&pem),
-        };
-        jwt = Some(keyed.map_err(|e| format!("{}: {e}", path.display()))?);
-    }
-    if let Some(url) = args.jwks_url.as_ref().or(file.jwks_url.as_ref()) {
-        jwt = Some(match jwt {
-            Some(jwt) => jwt.with_jwks(url.clone()),
-            None => Jwt::jwks(url.clone()),
-        });
-    }
-    Ok(jwt.map(|mut jwt| {
+    let keys = JwtKeys {
+        hmac_secret: args.hmac_secret.clone().or_else(|| file.hmac_secret.clone()),
+        rsa_public_key: args.rsa_public_key.clone().or_else(|| file.rsa_public_key.clone()),
+        ec_public_key: args.ec_public_key.clone().or_else(|| file.ec_public_key.clone()),
+        jwks_url: args.jwks_url.clone().or_else(|| file.jwks_url.clone()),
+    };
+    Ok(keys.load()?.map(|mut jwt| {
         if let Some(audience) = &file.audience {
             jwt = jwt.audience(audience.clone());
         }

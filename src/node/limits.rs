@@ -27,24 +27,26 @@ use std::time::Instant;
 /// [`connections_per_ip_per_sec`](Limits::connections_per_ip_per_sec) there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Messages per second a connection may send, sustained (token bucket; default 100).
+    /// Messages per second a connection may send, sustained (token bucket; default 10 000:
+    /// a person never comes near it, a load generator publishing as fast as it can may).
     /// A message over the limit gets an error reply instead of being handled.
     pub messages_per_sec: u32,
     /// Messages a connection may send at once above the sustained rate (the bucket's size;
-    /// default 500). 0: one second's worth of `messages_per_sec`.
+    /// default 20 000). 0: one second's worth of `messages_per_sec`.
     pub message_burst: u32,
     /// Consecutive refused messages after which the connection is closed with code 4029
     /// (default 10; 0: never closed, only refused).
     pub max_rate_errors: u32,
-    /// Subscriptions one connection may hold at once (default 1000).
+    /// Subscriptions one connection may hold at once (default 10 000).
     pub subscriptions_per_connection: usize,
-    /// Connections one user id may have open on this node (default 100). Anonymous connections
+    /// Connections one user id may have open on this node (default 1000). Anonymous connections
     /// are not counted.
     pub connections_per_user: usize,
-    /// New WebSocket connections per second from one client address, sustained (default 100);
+    /// New WebSocket connections per second from one client address, sustained (default 1000);
     /// over it the handshake gets 429. IPv6 addresses count per /64 network.
     pub connections_per_ip_per_sec: u32,
-    /// New connections one address may open at once above the sustained rate (default 1000).
+    /// New connections one address may open at once above the sustained rate (default 20 000:
+    /// a test suite or a load generator on `127.0.0.1` opens thousands at once).
     /// 0: one second's worth of `connections_per_ip_per_sec`.
     pub connection_burst_per_ip: u32,
 }
@@ -52,13 +54,13 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            messages_per_sec: 100,
-            message_burst: 500,
+            messages_per_sec: 10_000,
+            message_burst: 20_000,
             max_rate_errors: 10,
-            subscriptions_per_connection: 1000,
-            connections_per_user: 100,
-            connections_per_ip_per_sec: 100,
-            connection_burst_per_ip: 1000,
+            subscriptions_per_connection: 10_000,
+            connections_per_user: 1000,
+            connections_per_ip_per_sec: 1000,
+            connection_burst_per_ip: 20_000,
         }
     }
 }
@@ -75,6 +77,32 @@ impl Limits {
             connections_per_ip_per_sec: 0,
             connection_burst_per_ip: 0,
         }
+    }
+
+    /// With `per_sec` messages per second per connection, if given; `burst` when given, else
+    /// (with a rate given) one second's worth — so that a small limit set alone means what it says.
+    pub fn with_message_rate(mut self, per_sec: Option<u32>, burst: Option<u32>) -> Self {
+        if let Some(per_sec) = per_sec {
+            self.messages_per_sec = per_sec;
+            self.message_burst = 0;
+        }
+        if let Some(burst) = burst {
+            self.message_burst = burst;
+        }
+        self
+    }
+
+    /// With `per_sec` new connections per second per client address, if given; `burst` when
+    /// given, else (with a rate given) one second's worth.
+    pub fn with_connection_rate(mut self, per_sec: Option<u32>, burst: Option<u32>) -> Self {
+        if let Some(per_sec) = per_sec {
+            self.connections_per_ip_per_sec = per_sec;
+            self.connection_burst_per_ip = 0;
+        }
+        if let Some(burst) = burst {
+            self.connection_burst_per_ip = burst;
+        }
+        self
     }
 
     /// Whether a connection holding `held` subscriptions may take one more.
