@@ -11,8 +11,11 @@ export { startServer, freePort, waitFor } from '../clients/js/test/server.mjs';
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 export const ARTIFACTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'artifacts');
 
-/** A fresh headless Chromium with its own profile dir; `close()` removes the profile. */
-export async function launch() {
+/**
+ * A fresh headless Chromium with its own profile dir; `close()` removes the profile. `args`: more
+ * command-line switches (e.g. `--host-resolver-rules=MAP page.test 127.0.0.1`).
+ */
+export async function launch({ args = [] } = {}) {
   const profile = mkdtempSync(path.join(tmpdir(), 'switchboard-e2e-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -26,6 +29,7 @@ export async function launch() {
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',
+      ...args,
     ],
   });
   const errors = [];

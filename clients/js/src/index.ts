@@ -10,6 +10,9 @@
  * offset and epoch of the last publication and recovers what it missed (each publication once, in
  * order), or says that it could not (`onRecovery(false)`). A server close with a code in 4500–4999 means "do not
  * reconnect": the client then stops as after `close()` (4000–4499 and every other close reconnect).
+ * With a `token`, `getToken` or `connectData` the client authenticates: `connect` first on every
+ * connection and nothing else until the server's `connected`; a `refresh` a little before the
+ * identity expires; after a 4005 ("token expired") a fresh token from `getToken` and a reconnect.
  * Zero runtime dependencies.
  */
 
@@ -49,6 +52,44 @@ export interface ConnectOptions {
   maxDelay?: number;
   /** Default timeout of `action` and `request`, in ms (default 10000). */
   timeout?: number;
+  /**
+   * A connection token (JWT), sent in `connect` on every connection until a fresh one replaces it
+   * (from `getToken`, after a 4005 or by a `refresh`).
+   */
+  token?: string;
+  /**
+   * Where fresh connection tokens come from: called for the first connection when no `token` is
+   * given, after the server closed with 4005 ("token expired") and when the known expiry passed,
+   * and a little before the identity expires (for a `refresh`). A rejection is reported to
+   * `onError` as a {@link TokenError}: a connection attempt then counts as failed and is retried
+   * with backoff (call `client.close()` from it to stop, say when the user logged out).
+   */
+  getToken?: () => string | Promise<string>;
+  /** The `data` of `connect` (for the server's connect proxy). */
+  connectData?: unknown;
+  /**
+   * Send `connect` even without a token or data: the connect proxy authenticates the connection
+   * with the browser's cookies. Implied by `token`, `getToken` and `connectData`.
+   */
+  connect?: boolean;
+  /**
+   * A subscription token for a channel that needs one (`{"type":"subscribe","token":…}`): called
+   * on every subscribe, re-subscribe after a reconnect and `history()` whose options carry no
+   * `token`; return undefined for a channel that needs none.
+   */
+  getSubscriptionToken?: (channel: string, params: Record<string, unknown>) => string | undefined | Promise<string | undefined>;
+}
+
+/** Who the server says the connection is: its `connected` (and `refreshed`). */
+export interface Identity {
+  /** The connection's client id on the server. */
+  client: string;
+  /** The user id ('' for an anonymous connection). */
+  user: string;
+  /** Seconds the identity had left when the server last said so (`connected`, `refreshed`); undefined: it does not expire. */
+  expiresIn?: number;
+  /** When the identity expires: ms since the epoch (the `Date.now()` clock); undefined: it does not expire. */
+  expiresAt?: number;
 }
 
 /** A place in a history channel's stream: a publication's offset (or the newest one's) and the stream's epoch. */
@@ -80,8 +121,17 @@ export interface SubscribedInfo {
 }
 
 export interface SubscribeOptions {
-  /** Called with a {@link ServerError} when the server refuses the subscription (it is then dropped). */
-  onError?: (error: ServerError) => void;
+  /**
+   * The subscription token of a channel that needs one; a function is called again for every
+   * re-subscribe after a reconnect (a fixed token would have expired by then). Overrides the
+   * client's `getSubscriptionToken`.
+   */
+  token?: string | (() => string | Promise<string>);
+  /**
+   * Called with a {@link ServerError} when the server refuses the subscription (say `Permission
+   * denied`), or a {@link TokenError} when its token could not be had; it is then dropped.
+   */
+  onError?: (error: ServerError | TokenError) => void;
   /** Called each time the server confirms the subscription (again after every reconnect), before any publication that follows. */
   onSubscribed?: (info: SubscribedInfo) => void;
   /**
@@ -96,6 +146,8 @@ export interface HistoryOptions extends RequestOptions {
   limit?: number;
   /** Only publications after this position (from a `history()` answer or a `DataInfo`). */
   since?: Position;
+  /** The subscription token of a channel that needs one (default: the client's `getSubscriptionToken`). */
+  token?: string;
 }
 
 /** The answer to `history()`: publications oldest first, and the stream's position when it was read. */
@@ -126,6 +178,13 @@ export class ClosedError extends SwitchboardError {
 export class ServerError extends SwitchboardError {
   constructor(message: string) {
     super(message, 'ServerError');
+  }
+}
+
+/** The application's `getToken` (or a subscription token function) failed; `message` is its error's. */
+export class TokenError extends SwitchboardError {
+  constructor(message: string) {
+    super(message, 'TokenError');
   }
 }
 
@@ -163,6 +222,14 @@ export interface Client {
   readonly closeCode?: number;
   /** The reason text of that close frame ('' when it had none). */
   readonly closeReason?: string;
+  /** Who the server says this connection is, while connected (undefined before `connected` and after a drop). */
+  readonly identity?: Identity;
+  /** The connection's user id (`identity.user`; '' anonymous; undefined while not connected). */
+  readonly user?: string;
+  /** The connection's client id on the server (`identity.client`). */
+  readonly clientId?: string;
+  /** Seconds left before the identity expires, now (undefined: not connected, or it does not expire). */
+  readonly expiresIn?: number;
   /**
    * Subscribe to a pub/sub channel; returns the unsubscribe function. `onData` gets each publication's
    * data, and on a channel with history its offset and epoch; after a reconnect, what was missed is
@@ -184,14 +251,33 @@ export interface Client {
   onState(handler: (state: ConnectionState) => void): () => void;
   /** Channels that the server opened on its own (`{"type":"opened"}` without a request). */
   onChannel(handler: (bridge: Bridge) => void): () => void;
-  /** Server errors that answer no request of ours. */
-  onError(handler: (error: ServerError) => void): () => void;
+  /**
+   * Identity: the handler is called at once with the current identity (undefined when not
+   * connected), then on every `connected` (each (re)connection), on every `refreshed` (a new
+   * expiry) and with undefined when the connection drops; returns a remover.
+   */
+  onIdentity(handler: (identity: Identity | undefined) => void): () => void;
+  /**
+   * Server errors that answer no request of ours (among them a refused `connect` or `refresh`),
+   * and {@link TokenError}s of `getToken`.
+   */
+  onError(handler: (error: ServerError | TokenError) => void): () => void;
   /** Close the socket for good: no reconnect; pending requests reject with ClosedError. */
   close(): void;
 }
 
 /** A close code from the server in 4500–4999: do not reconnect (4000–4499: reconnect with backoff). */
 const isFinal = (code: number) => code >= 4500 && code <= 4999;
+/** The server's "token expired": reconnect with a fresh token from `getToken` (without one: stop). */
+const TOKEN_EXPIRED = 4005;
+/** The ids of our `connect` and `refresh` (our other requests have numeric ids). */
+const CONNECT_ID = 'connect';
+const REFRESH_ID = 'refresh';
+
+/** When to refresh an identity that expires in `secs`: 10 s before, or at three quarters of a shorter life. */
+const refreshDelay = (secs: number) => (secs > 40 ? secs - 10 : secs * 0.75) * 1000;
+
+const text = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 interface Pending {
   ok: (value: any) => void;
@@ -344,8 +430,19 @@ class ClientImpl implements Client {
   private outbox: Msg[] = [];
   private stateFns = new Set<(s: ConnectionState) => void>();
   private chanFns = new Set<(b: Bridge) => void>();
-  private errorFns = new Set<(e: ServerError) => void>();
-  private o: Required<Omit<ConnectOptions, 'WebSocket'>> & { WebSocket: new (url: string) => WebSocketLike };
+  private errorFns = new Set<(e: ServerError | TokenError) => void>();
+  private identityFns = new Set<(i: Identity | undefined) => void>();
+  identity?: Identity;
+  /** Authenticate (`connect` first) on every connection. */
+  private auth: boolean;
+  /** The connection token to present next; undefined asks `getToken` (if any) for one. */
+  private token?: string;
+  /** When `token` expires, when known (ms, `Date.now()` clock). */
+  private tokenExpiry?: number;
+  /** The token of the `refresh` on the wire: the current one once `refreshed`. */
+  private refreshing?: string;
+  private refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  private o: ConnectOptions & { reconnect: boolean; minDelay: number; maxDelay: number; timeout: number; WebSocket: new (url: string) => WebSocketLike };
 
   constructor(private url: string, options: ConnectOptions) {
     this.o = {
@@ -356,7 +453,20 @@ class ClientImpl implements Client {
       WebSocket: (globalThis as any).WebSocket,
       ...options,
     };
+    this.token = options.token;
+    this.auth = options.token != null || !!options.getToken || options.connectData !== undefined || !!options.connect;
     this.open();
+  }
+
+  get user(): string | undefined {
+    return this.identity?.user;
+  }
+  get clientId(): string | undefined {
+    return this.identity?.client;
+  }
+  get expiresIn(): number | undefined {
+    const at = this.identity?.expiresAt;
+    return at === undefined ? undefined : Math.max(0, Math.round((at - Date.now()) / 1000));
   }
 
   // ---- connection ----
@@ -370,6 +480,40 @@ class ClientImpl implements Client {
   private open(): void {
     this.timer = undefined;
     this.setState('connecting');
+    const getToken = this.o.getToken;
+    // a token known to have expired would only be answered 4005
+    if (getToken && this.tokenExpiry !== undefined && Date.now() >= this.tokenExpiry) this.token = undefined;
+    if (getToken && this.token == null) {
+      // a fresh token first (before the socket: the server gives `connect` a deadline)
+      this.fetchToken().then(
+        (token) => {
+          if (this.stopped || this.ws || this.state !== 'connecting') return;
+          this.token = token;
+          this.tokenExpiry = undefined;
+          this.dial();
+        },
+        (err) => {
+          if (this.stopped || this.ws || this.state !== 'connecting') return;
+          this.reportError(new TokenError(`getToken failed: ${text(err)}`));
+          this.dropped();
+        },
+      );
+      return;
+    }
+    this.dial();
+  }
+
+  private fetchToken(): Promise<string> {
+    return Promise.resolve()
+      .then(() => this.o.getToken!())
+      .then((token) => {
+        if (typeof token !== 'string' || !token) throw new Error('no token');
+        return token;
+      });
+  }
+
+  /** Open the socket. */
+  private dial(): void {
     let ws: WebSocketLike;
     try {
       ws = new this.o.WebSocket(this.url);
@@ -382,13 +526,12 @@ class ClientImpl implements Client {
     }
     this.ws = ws;
     ws.onopen = () => {
-      this.attempt = 0;
-      this.setState('open');
-      for (const sub of this.subs) this.sendSubscribe(sub);
-      for (const chan of this.chans.values()) this.sendOpen(chan);
-      const out = this.outbox;
-      this.outbox = [];
-      for (const msg of out) this.send(msg);
+      if (!this.auth) return this.ready();
+      // `connect` first, nothing else until `connected` (the server refuses everything else before)
+      const msg: Msg = { type: 'connect', id: CONNECT_ID };
+      if (this.token != null) msg.token = this.token;
+      if (this.o.connectData !== undefined) msg.data = this.o.connectData;
+      ws.send(JSON.stringify(msg));
     };
     ws.onmessage = (ev) => {
       let msg: Msg;
@@ -407,7 +550,10 @@ class ClientImpl implements Client {
       if (typeof code === 'number' && code !== 1006) {
         const reason = (this.closeReason = String(ev.reason ?? ''));
         this.closeCode = code;
-        if (isFinal(code)) {
+        // token expired: a fresh one from getToken on the next connection; without getToken the
+        // same token would only expire again
+        if (code === TOKEN_EXPIRED && this.o.getToken) this.token = undefined;
+        else if (isFinal(code) || code === TOKEN_EXPIRED) {
           this.stopped = true;
           this.why = `Connection closed by the server for good (code ${code}${reason && ': ' + reason}): not reconnecting; connect a new client once the cause is removed`;
         }
@@ -419,11 +565,58 @@ class ClientImpl implements Client {
     };
   }
 
+  /** The socket is open, and connected when authenticating: subscribe, open and send what waited. */
+  private ready(): void {
+    this.attempt = 0;
+    this.setState('open');
+    for (const sub of this.subs) this.sendSubscribe(sub);
+    for (const chan of this.chans.values()) this.sendOpen(chan);
+    const out = this.outbox;
+    this.outbox = [];
+    for (const msg of out) this.send(msg);
+  }
+
+  /** `connected` or `refreshed`: keep the identity, and refresh it a little before it expires. */
+  private identify(identity: Identity): void {
+    const secs = identity.expiresIn;
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = undefined;
+    if (typeof secs === 'number') {
+      identity.expiresAt = this.tokenExpiry = Date.now() + secs * 1000;
+      const ws = this.ws;
+      // (a timer longer than 2^31 - 1 ms would fire at once: refresh after 24 days at the latest)
+      if (this.o.getToken) this.refreshTimer = setTimeout(() => this.refresh(ws), Math.min(refreshDelay(secs), 2 ** 31 - 1));
+    } else this.tokenExpiry = undefined;
+    this.setIdentity(identity);
+  }
+
+  private refresh(ws: WebSocketLike | null): void {
+    this.refreshTimer = undefined;
+    this.fetchToken().then(
+      (token) => {
+        if (this.ws !== ws || this.state !== 'open') return;
+        this.refreshing = token;
+        this.send({ type: 'refresh', token, id: REFRESH_ID });
+      },
+      // the server's 4005 at the expiry then starts a new connection, which asks again
+      (err) => this.ws === ws && this.reportError(new TokenError(`getToken failed (refresh): ${text(err)}`)),
+    );
+  }
+
+  private setIdentity(identity: Identity | undefined): void {
+    if (!identity && !this.identity) return;
+    this.identity = identity;
+    for (const fn of this.identityFns) call(fn, identity && { ...identity });
+  }
+
   /** The socket is gone: fail what waits on it, then maybe schedule a reconnect. */
   private dropped(): void {
     const ws = this.ws;
     this.ws = null;
     if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = undefined;
+    this.setIdentity(undefined);
     this.outbox = [];
     this.asks.clear();
     for (const [key, l] of this.live) {
@@ -461,7 +654,8 @@ class ClientImpl implements Client {
   }
 
   private send(msg: Msg): void {
-    if (this.ws && this.ws.readyState === OPEN) this.ws.send(JSON.stringify(msg));
+    // 'open' only once connected when authenticating: until then frames wait
+    if (this.ws && this.state === 'open' && this.ws.readyState === OPEN) this.ws.send(JSON.stringify(msg));
     else if (!this.stopped) this.outbox.push(msg);
   }
 
@@ -496,6 +690,23 @@ class ClientImpl implements Client {
     const key = msg.id == null ? '' : String(msg.id);
     const name: string = msg.channel;
     switch (msg.type) {
+      case 'connected': {
+        // the answer to our `connect`, or sent on its own for a `?token=` on the URL
+        const identity: Identity = { client: String(msg.client ?? ''), user: String(msg.user ?? '') };
+        if (typeof msg.expires_in === 'number') identity.expiresIn = msg.expires_in;
+        this.identify(identity);
+        if (this.state === 'connecting' && this.ws) this.ready();
+        return;
+      }
+      case 'refreshed': {
+        if (!this.identity) return;
+        if (this.refreshing) this.token = this.refreshing;
+        this.refreshing = undefined;
+        const identity: Identity = { client: this.identity.client, user: this.identity.user };
+        if (typeof msg.expires_in === 'number') identity.expiresIn = msg.expires_in;
+        this.identify(identity);
+        return;
+      }
       case 'data': {
         const info: DataInfo = {};
         if (typeof msg.offset === 'number') {
@@ -591,6 +802,24 @@ class ClientImpl implements Client {
       }
       case 'error': {
         const err = new ServerError(String(msg.message ?? 'Unknown error'));
+        if (key === CONNECT_ID) {
+          // refused (the connect proxy's error, or it is unavailable): tell the application, and
+          // try again with backoff on a new connection
+          if (this.state === 'open') return; // "Already connected": a ?token= on the URL did it
+          this.reportError(err);
+          const ws = this.ws;
+          this.dropped();
+          try {
+            ws?.close(1000);
+          } catch {}
+          return;
+        }
+        if (key === REFRESH_ID) {
+          // refused: the identity keeps its expiry, whose 4005 then reconnects with a fresh token
+          this.refreshing = undefined;
+          this.reportError(err);
+          return;
+        }
         const p = this.pending.get(key);
         if (p) {
           this.pending.delete(key);
@@ -598,32 +827,35 @@ class ClientImpl implements Client {
           p.fail(err);
           return;
         }
-        const ask = this.asks.get(key);
-        if (ask) {
-          this.asks.delete(key);
-          // a refused subscription is dropped, so it is not retried after a reconnect
-          if (ask.sub && this.live.get(ask.sub)?.id === key) this.live.delete(ask.sub);
-          else ask.sub = undefined; // about a subscription given up meanwhile
-          if (ask.sub) this.tracks.delete(ask.sub);
-          for (const sub of [...this.subs]) {
-            if (sub.key !== ask.sub) continue;
-            this.subs.delete(sub);
-            if (sub.opts.onError) call(sub.opts.onError, err);
-            else this.reportError(err);
-          }
-          if (ask.chan && this.chans.get(ask.chan.name) === ask.chan) {
-            for (const b of ask.chan.bridges) b.reject(err);
-            this.endChan(ask.chan, err.message);
-          }
-          return;
-        }
-        this.reportError(err);
+        if (!this.refused(key, err)) this.reportError(err);
         return;
       }
     }
   }
 
-  private reportError(err: ServerError): void {
+  /** The subscribe or open request `key` failed with `err`; false when there is no such request. */
+  private refused(key: string, err: ServerError | TokenError): boolean {
+    const ask = this.asks.get(key);
+    if (!ask) return false;
+    this.asks.delete(key);
+    // a refused subscription is dropped, so it is not retried after a reconnect
+    if (ask.sub && this.live.get(ask.sub)?.id === key) this.live.delete(ask.sub);
+    else ask.sub = undefined; // about a subscription given up meanwhile
+    if (ask.sub) this.tracks.delete(ask.sub);
+    for (const sub of [...this.subs]) {
+      if (sub.key !== ask.sub) continue;
+      this.subs.delete(sub);
+      if (sub.opts.onError) call(sub.opts.onError, err);
+      else this.reportError(err);
+    }
+    if (ask.chan && this.chans.get(ask.chan.name) === ask.chan) {
+      for (const b of ask.chan.bridges) b.reject(err);
+      this.endChan(ask.chan, err.message);
+    }
+    return true;
+  }
+
+  private reportError(err: ServerError | TokenError): void {
     if (this.errorFns.size) for (const fn of this.errorFns) call(fn, err);
     else console.warn('switchboard:', err.message);
   }
@@ -698,14 +930,39 @@ class ClientImpl implements Client {
     // recover from the last publication delivered (history channels)
     const t = this.tracks.get(sub.key);
     if (t?.offset !== undefined && t.epoch !== undefined) msg.recover = { offset: t.offset, epoch: t.epoch };
-    this.send(msg);
+    // a subscription token: the subscription's own (of any local subscriber sharing it), or the client's
+    const own = [...this.subs].find((s) => s.key === sub.key && s.opts.token != null)?.opts.token;
+    const get = this.o.getSubscriptionToken;
+    if (typeof own === 'string' || (own == null && !get)) {
+      if (own != null) msg.token = own;
+      return this.send(msg);
+    }
+    const ws = this.ws;
+    const current = () => this.ws === ws && this.live.get(sub.key)?.id === id;
+    Promise.resolve()
+      .then(() => (own ? own() : get!(sub.channel, sub.params)))
+      .then(
+        (token) => {
+          if (!current()) return;
+          if (token != null) msg.token = token;
+          this.send(msg);
+        },
+        (err) => current() && this.refused(id, new TokenError(`Subscription token for '${sub.channel}': ${text(err)}`)),
+      );
   }
 
   history<T = any>(channel: string, params: Record<string, unknown> = {}, options: HistoryOptions = {}): Promise<HistoryResult<T>> {
     const msg: Msg = { type: 'history', channel, data: params };
     if (options.limit != null) msg.limit = options.limit;
     if (options.since) msg.since = { offset: options.since.offset, epoch: options.since.epoch };
-    return this.ask<Msg>(msg, options).then((m) => ({ publications: m.publications ?? [], offset: m.offset, epoch: m.epoch }));
+    const get = this.o.getSubscriptionToken;
+    return Promise.resolve()
+      .then(() => options.token ?? (get ? get(channel, params) : undefined))
+      .then((token) => {
+        if (token != null) msg.token = token;
+        return this.ask<Msg>(msg, options);
+      })
+      .then((m) => ({ publications: m.publications ?? [], offset: m.offset, epoch: m.epoch }));
   }
 
   action<T = any>(name: string, data: Record<string, unknown> = {}, options?: RequestOptions): Promise<T> {
@@ -787,7 +1044,11 @@ class ClientImpl implements Client {
   onChannel(handler: (bridge: Bridge) => void): () => void {
     return listen(this.chanFns, handler);
   }
-  onError(handler: (error: ServerError) => void): () => void {
+  onIdentity(handler: (identity: Identity | undefined) => void): () => void {
+    call(handler, this.identity && { ...this.identity });
+    return listen(this.identityFns, handler);
+  }
+  onError(handler: (error: ServerError | TokenError) => void): () => void {
     return listen(this.errorFns, handler);
   }
 }

@@ -2,7 +2,7 @@
  * React hooks for switchboard-client (entry `switchboard-client/react`; React is a peer dependency).
  */
 import { useEffect, useRef, useState } from 'react';
-import type { Bridge, Client, ConnectionState, SubscribedInfo } from './index.js';
+import type { Bridge, Client, ConnectionState, Identity, SubscribedInfo } from './index.js';
 
 /**
  * Open the bidirectional channel `name` for the life of the component (like Pulse's `usePulseChannel`).
@@ -110,4 +110,17 @@ export function useConnectionState(client: Client | null | undefined): Connectio
   const [state, setState] = useState<ConnectionState>(client ? client.state : 'closed');
   useEffect(() => (client ? client.onState(setState) : undefined), [client]);
   return state;
+}
+
+/**
+ * Who the server says the client's connection is (`{ client, user, expiresIn?, expiresAt? }`),
+ * re-rendering on every `connected`, `refreshed` and drop; undefined while not connected.
+ */
+export function useIdentity(client: Client | null | undefined): Identity | undefined {
+  const [identity, setIdentity] = useState<Identity | undefined>(client?.identity);
+  useEffect(() => {
+    if (!client) return void setIdentity(undefined);
+    return client.onIdentity(setIdentity);
+  }, [client]);
+  return identity;
 }

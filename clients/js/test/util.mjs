@@ -1,3 +1,4 @@
+import crypto from 'node:crypto';
 import { connect } from '../dist/index.js';
 import { waitFor } from './server.mjs';
 
@@ -42,3 +43,13 @@ export function stateIs(client, state, ms = 5000) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Seconds since the epoch (the unit of a JWT's `exp`). */
+export const nowSecs = () => Math.floor(Date.now() / 1000);
+
+/** An HS256 JWT of `claims` signed with `secret` (base64url header.payload.signature). */
+export function jwt(claims, secret, header = { alg: 'HS256', typ: 'JWT' }) {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const signed = `${part(header)}.${part(claims)}`;
+  return `${signed}.${crypto.createHmac('sha256', secret).update(signed).digest('base64url')}`;
+}
