@@ -22,7 +22,10 @@ pub struct JwtKeys {
 impl JwtKeys {
     /// True when no key is given.
     pub fn is_empty(&self) -> bool {
-        self.hmac_secret.is_none() && self.rsa_public_key.is_none() && self.ec_public_key.is_none() && self.jwks_url.is_none()
+        self.hmac_secret.is_none()
+            && self.rsa_public_key.is_none()
+            && self.ec_public_key.is_none()
+            && self.jwks_url.is_none()
     }
 
     /// The verifier of these keys (`None` when none is given), or what is wrong with a key file.

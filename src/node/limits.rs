@@ -464,14 +464,40 @@ mod tests {
     #[test]
     fn the_defaults_are_generous_and_unlimited_is_zero() {
         let d = Limits::default();
-        assert_eq!((d.messages_per_sec, d.message_burst, d.max_rate_errors), (100, 500, 10));
-        assert_eq!((d.subscriptions_per_connection, d.connections_per_user), (1000, 100));
-        assert_eq!((d.connections_per_ip_per_sec, d.connection_burst_per_ip), (100, 1000));
+        assert_eq!(
+            (d.messages_per_sec, d.message_burst, d.max_rate_errors),
+            (10_000, 20_000, 10)
+        );
+        assert_eq!((d.subscriptions_per_connection, d.connections_per_user), (10_000, 1000));
+        assert_eq!(
+            (d.connections_per_ip_per_sec, d.connection_burst_per_ip),
+            (1000, 20_000)
+        );
+        // A rate set alone allows bursts of one second's worth; a burst given stays.
+        let small = Limits::default()
+            .with_message_rate(Some(5), None)
+            .with_connection_rate(Some(3), None);
+        assert_eq!((small.messages_per_sec, small.message_burst), (5, 0));
+        assert_eq!(
+            (small.connections_per_ip_per_sec, small.connection_burst_per_ip),
+            (3, 0)
+        );
+        let mut rate = MessageRate::new_at(&small, 0);
+        assert_eq!(
+            (0..6)
+                .map(|_| rate.check_at(&small, 0))
+                .filter(|v| *v == Verdict::Allow)
+                .count(),
+            5
+        );
+        let kept = Limits::default().with_message_rate(Some(5), Some(50));
+        assert_eq!(kept.message_burst, 50);
+        assert_eq!(Limits::default().with_message_rate(None, None), Limits::default());
         let u = Limits::unlimited();
         let mut rate = MessageRate::new_at(&u, 0);
         assert!((0..100_000).all(|_| rate.check_at(&u, 0) == Verdict::Allow));
         assert!(u.may_subscribe(1_000_000));
-        assert!(d.may_subscribe(999) && !d.may_subscribe(1000));
+        assert!(d.may_subscribe(9_999) && !d.may_subscribe(10_000));
         let conns = ConnectionRate::new(&u);
         assert!((0..10_000).all(|_| conns.allow_at("10.0.0.1".parse().unwrap(), 0)));
         assert_eq!(conns.len(), 0);

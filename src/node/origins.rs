@@ -56,9 +56,10 @@ struct Origin {
 }
 
 impl Origins {
-    /// The default: the origin's host and port must be those the request was made to (its
-    /// `Host` header, or `X-Forwarded-Host` as set by a reverse proxy). A page served by the
-    /// node's own host may connect; another site may not.
+    /// The default: the origin's host name must be the one the request was made to (its
+    /// `Host` header, or `X-Forwarded-Host` as set by a reverse proxy); ports are not compared
+    /// and the loopback names (`localhost`, `127.0.0.0/8`, `::1`) are one host. A page of the
+    /// node's own host may connect (a dev server on another port included); another site may not.
     pub fn same_host() -> Self {
         Self { rule: Rule::SameHost }
     }
@@ -316,9 +317,15 @@ mod tests {
         assert!(allows(&o, "https://chat.example.com", "chat.example.com:443"));
         assert!(allows(&o, "http://localhost:8000", "localhost:8000"));
         assert!(allows(&o, "http://[::1]:8000", "[::1]:8000"));
-        assert!(!allows(&o, "http://localhost:5173", "localhost:8000"));
+        // Ports are not compared (a dev server on another port is the same site), and the
+        // loopback names are one host.
+        assert!(allows(&o, "http://localhost:5173", "localhost:8000"));
+        assert!(allows(&o, "http://127.0.0.1:5173", "localhost:8000"));
+        assert!(allows(&o, "http://[::1]:5173", "127.0.0.1:8000"));
+        assert!(allows(&o, "http://chat.example.com", "chat.example.com:443"));
         assert!(!allows(&o, "https://evil.example", "chat.example.com"));
-        assert!(!allows(&o, "http://chat.example.com", "chat.example.com:443"));
+        assert!(!allows(&o, "https://chat.example.com.evil.example", "chat.example.com"));
+        assert!(!allows(&o, "http://page.test:5173", "127.0.0.1:8000"));
         assert!(!allows(&o, "null", "chat.example.com"));
         // No host to compare with: refused.
         assert!(o.check(&handshake(Some("https://chat.example.com"), None)).is_err());
@@ -389,16 +396,18 @@ mod tests {
              https://evil.example (NodeBuilder::allowed_origins)\n"
         );
         let refusal = Origins::same_host()
-            .check(&handshake(Some("http://localhost:5173"), Some("localhost:8000")))
+            .check(&handshake(Some("http://evil.example:5173"), Some("localhost:8000")))
             .unwrap_err();
         assert!(
-            refusal.body.contains("origin 'http://localhost:5173' is not allowed"),
+            refusal
+                .body
+                .contains("origin 'http://evil.example:5173' is not allowed"),
             "{}",
             refusal.body
         );
         assert!(refusal.body.contains("'localhost:8000'"), "{}", refusal.body);
         assert!(
-            refusal.body.contains("--allowed-origin http://localhost:5173"),
+            refusal.body.contains("--allowed-origin http://evil.example:5173"),
             "{}",
             refusal.body
         );
