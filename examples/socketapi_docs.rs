@@ -11,7 +11,7 @@
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use switchboard::{Channel, Node, RedisBroker, Router};
+use switchboard::{Channel, Jwt, Node, RedisBroker, Router};
 
 #[derive(Parser)]
 struct Args {
@@ -25,6 +25,11 @@ struct Args {
     /// `scripts/bench.sh` as the server `switchboard-history`. Not part of SocketAPI's docs.
     #[arg(long, value_name = "SIZE")]
     chat_history: Option<usize>,
+    /// Require every connection to authenticate with an HS256 token signed with this secret
+    /// (`?token=` or `connect`): what identity costs, measured by `scripts/bench.sh` as the server
+    /// `switchboard-auth`. Not part of SocketAPI's docs.
+    #[arg(long, value_name = "SECRET")]
+    hmac_secret: Option<String>,
 }
 
 fn welcome() -> String {
@@ -147,16 +152,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let args = Args::parse();
-    let node = match &args.broker {
-        Some(url) => match RedisBroker::connect(url).await {
-            Ok(broker) => Node::builder(router(args.chat_history)).broker(broker).build(),
+    let mut builder = Node::builder(router(args.chat_history));
+    if let Some(secret) = &args.hmac_secret {
+        builder = builder.auth(Jwt::hmac(secret).into_auth());
+    }
+    if let Some(url) = &args.broker {
+        match RedisBroker::connect(url).await {
+            Ok(broker) => builder = builder.broker(broker),
             Err(err) => {
                 eprintln!("socketapi_docs: {err}");
                 std::process::exit(1);
             }
-        },
-        None => Node::new(router(args.chat_history)),
-    };
+        }
+    }
+    let node = builder.build();
     let listener = switchboard::http::bind(&args.bind).await?;
     println!("socketapi_docs listening on ws://{}/", listener.local_addr()?);
     switchboard::http::serve(listener, node.app(), switchboard::Shutdown::on_signals()).await?;

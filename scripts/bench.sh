@@ -9,7 +9,8 @@
 #   idle memory, the two figures a change must not regress — run it with
 #   SERVERS="switchboard-base switchboard" BASELINE_DIR=DIR, DIR holding an older build's socketapi_docs
 #   and echo, to interleave old and new builds — or SERVERS="switchboard switchboard-history" for the
-#   cost of history on the same build; COMPARE_IDLE=0 for the fan-out alone,
+#   cost of history on the same build, SERVERS="switchboard switchboard-auth" for the cost of
+#   authenticated connections (HS256 tokens on every connection); COMPARE_IDLE=0 for the fan-out alone,
 #   COMPARE_MESSAGES=N publications per fan-out run, 2000 by default)
 #
 # Results: one JSON line per measurement appended to target/bench/results.jsonl (the loadgen's
@@ -61,6 +62,7 @@ fi
 
 # --- servers ------------------------------------------------------------------------------------
 PORT=9300
+AUTH_SECRET=bench-secret-not-for-production
 SRV_PID=""
 stop_server() {
   if [ -n "$SRV_PID" ]; then
@@ -85,6 +87,11 @@ start_server() {
     switchboard-history)
       # The same server with history on its `chat` channel (1000 publications, 300 s).
       "$B/examples/socketapi_docs" --bind "127.0.0.1:$PORT" --chat-history 1000 >"$log" 2>&1 &
+      SRV_PID=$!; URL=ws://127.0.0.1:$PORT/ ;;
+    switchboard-auth)
+      # The same server requiring HS256 tokens; the loadgen authenticates every connection with
+      # `?token=` (a token per user, expiring in an hour: an identity and a deadline each).
+      "$B/examples/socketapi_docs" --bind "127.0.0.1:$PORT" --hmac-secret "$AUTH_SECRET" >"$log" 2>&1 &
       SRV_PID=$!; URL=ws://127.0.0.1:$PORT/ ;;
     switchboard-base)
       # An older build, for before/after comparisons (BASELINE_DIR: its socketapi_docs and echo).
@@ -115,8 +122,9 @@ measure() {
   local name=$1 kind=$2; shift 2
   start_server "$name" "$kind"
   echo "## $name: $*" >&2
-  local line
-  if line=$(timeout 300 "$B/switchboard-bench" "$@" --url "$URL" --server "$name" --server-pid "$SRV_PID" \
+  local line auth=()
+  [ "$name" = switchboard-auth ] && auth=(--token-secret "$AUTH_SECRET")
+  if line=$(timeout 300 "$B/switchboard-bench" "$@" "${auth[@]}" --url "$URL" --server "$name" --server-pid "$SRV_PID" \
       --tag "$SESSION" 2> >(grep -v '^\[connect\] [0-9]* / [0-9]* subscribed, ' >&2)); then
     echo "$line" >>"$RESULTS"
     echo "$line" | cut -c1-400 >&2

@@ -524,3 +524,107 @@ async fn a_custom_hook_reads_the_handshake() {
         .await;
     let _ = WAIT;
 }
+
+#[tokio::test]
+async fn over_the_message_rate_errors_then_4029_and_others_are_unaffected() {
+    let limits = switchboard::Limits::default().with_message_rate(Some(5), None);
+    let server = start_with(|b| b.auth(Jwt::hmac(SECRET).into_auth()).limits(limits)).await;
+    let mut other = server.user("2").await;
+    let mut fast = server.client().await;
+    // The connect is the first of its 5 tokens; 4 actions more pass, then refusals.
+    fast.send(json!({"type": "connect", "token": user_token("1"), "id": 0}));
+    assert_eq!(fast.recv().await["type"], "connected");
+    for id in 1..=14 {
+        fast.send(json!({"type": "action", "channel": "whoami", "id": id}));
+    }
+    for id in 1..=4 {
+        assert_eq!(fast.recv().await["type"], "action", "message {id} within the rate");
+    }
+    for id in 5..=13 {
+        let refused = fast.recv().await;
+        assert_eq!(
+            refused,
+            json!({"type": "error", "channel": "whoami", "id": id, "message": "Rate limit exceeded: at most 5 messages per second."})
+        );
+    }
+    // The 10th refused in a row closes the connection instead.
+    assert_eq!(expect_close(&mut fast, 4029).await, "too many messages");
+    other
+        .exchange(
+            json!({"type": "action", "channel": "whoami", "id": 1}),
+            json!({"type": "action", "channel": "whoami", "status": "completed", "data": {"user": "2", "info": {"name": "User 2"}}, "id": 1}),
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn subscriptions_per_connection_are_limited() {
+    let limits = switchboard::Limits {
+        subscriptions_per_connection: 2,
+        ..Default::default()
+    };
+    let server = start_with(|b| b.auth(Jwt::hmac(SECRET).into_auth()).limits(limits)).await;
+    let mut client = server.user("1").await;
+    for (id, channel) in [(1, "news"), (2, "inbox")] {
+        client
+            .exchange(
+                json!({"type": "subscribe", "channel": channel, "id": id}),
+                json!({"type": "subscribed", "channel": channel, "id": id}),
+            )
+            .await;
+    }
+    client
+        .exchange(
+            json!({"type": "subscribe", "channel": "echo_identity", "id": 3}),
+            json!({"type": "error", "channel": "echo_identity", "id": 3, "message": "Too many subscriptions: at most 2 per connection."}),
+        )
+        .await;
+    // Subscribing again to one it holds is no new subscription; leaving one makes room.
+    client
+        .exchange(
+            json!({"type": "subscribe", "channel": "news", "id": 4}),
+            json!({"type": "subscribed", "channel": "news", "id": 4}),
+        )
+        .await;
+    client
+        .exchange(
+            json!({"type": "unsubscribe", "channel": "news", "id": 5}),
+            json!({"type": "unsubscribed", "channel": "news", "id": 5}),
+        )
+        .await;
+    client.send(json!({"type": "subscribe", "channel": "echo_identity", "id": 6}));
+    assert_eq!(client.recv().await["type"], "subscribed");
+}
+
+#[tokio::test]
+async fn connections_per_user_are_limited_and_freed_on_close() {
+    let limits = switchboard::Limits {
+        connections_per_user: 2,
+        ..Default::default()
+    };
+    let server = start_with(|b| b.auth(Jwt::hmac(SECRET).into_auth()).limits(limits)).await;
+    let first = server.user("1").await;
+    let _second = server.user("1").await;
+    let mut third = server.client().await;
+    third.send(json!({"type": "connect", "token": user_token("1"), "id": 1}));
+    assert_eq!(
+        expect_close(&mut third, 4008).await,
+        "too many connections for this user"
+    );
+    // Another user is not affected; once one of user 1's closes, user 1 may connect again.
+    server.user("2").await;
+    first.close().await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut again = server.client().await;
+        again.send(json!({"type": "connect", "token": user_token("1"), "id": 1}));
+        match again.next_event().await {
+            Event::Text(text) if text.contains("\"connected\"") => break,
+            Event::Close(close) if close.code == 4008 && std::time::Instant::now() < deadline => {
+                // The server may not have seen the close yet.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("expected connected, got {other:?}"),
+        }
+    }
+}

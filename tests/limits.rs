@@ -209,10 +209,15 @@ async fn by_default_only_the_requests_own_host_is_allowed() {
     let own = format!("http://{}", server.addr);
     let (answer, _stream) = handshake(server.addr, &[("Origin", &own)]).await;
     assert_eq!(answer.status, 101, "{answer:?}");
-    let (answer, _stream) = handshake(server.addr, &[("Origin", "http://localhost:5173")]).await;
+    // The same host on another port (a dev server), and another loopback name: the same site.
+    for origin in ["http://127.0.0.1:5173", "http://localhost:5173"] {
+        let (answer, _stream) = handshake(server.addr, &[("Origin", origin)]).await;
+        assert_eq!(answer.status, 101, "{origin}: {answer:?}");
+    }
+    let (answer, _stream) = handshake(server.addr, &[("Origin", "https://evil.example:5173")]).await;
     assert_eq!(answer.status, 403, "{answer:?}");
     assert!(
-        answer.body.contains("--allowed-origin http://localhost:5173"),
+        answer.body.contains("--allowed-origin https://evil.example:5173"),
         "{}",
         answer.body
     );

@@ -294,6 +294,10 @@ struct Common {
     /// Label of the server in the result line.
     #[arg(long, default_value = "server")]
     server: String,
+    /// Authenticate every connection with `?token=`: an HS256 token signed with this secret,
+    /// for user `u<i>` (connection i; the publisher is `publisher`), expiring in an hour.
+    #[arg(long)]
+    token_secret: Option<String>,
     /// PID of the server process, for RSS and CPU from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -397,6 +401,23 @@ fn target_addr(url: &str) -> SocketAddr {
     let host = rest.split('/').next().unwrap();
     host.parse()
         .unwrap_or_else(|_| panic!("URL host must be IP:PORT, got {host}"))
+}
+
+/// The URL for a connection of `user`: `url` itself, or with `?token=` when the run
+/// authenticates (`--token-secret`).
+fn url_for(c: &Common, user: &str) -> String {
+    let Some(secret) = &c.token_secret else {
+        return c.url.clone();
+    };
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 3600;
+    let claims = json!({ "sub": user, "exp": exp });
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).expect("HMAC key");
+    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("token");
+    let sep = if c.url.contains('?') { '&' } else { '?' };
+    format!("{}{sep}token={token}", c.url)
 }
 
 /// Source address of connection i: 127.0.0.(B + i / per_source), where B rotates with the process
@@ -514,7 +535,7 @@ where
     for i in 0..n {
         let permit = sem.clone().acquire_owned().await.unwrap();
         let (url, st, sub_msg, run, first_error) = (
-            c.url.clone(),
+            url_for(c, &format!("u{i}")),
             stats.clone(),
             sub_msg.clone(),
             run.clone(),
@@ -685,7 +706,7 @@ async fn publish(
     on_send: impl Fn(u64, u64),
 ) -> (u64, f64) {
     let target = target_addr(&c.url);
-    let ws = connect(&c.url, target, source_addr(0, c.conns_per_source))
+    let ws = connect(&url_for(c, "publisher"), target, source_addr(0, c.conns_per_source))
         .await
         .expect("publisher connect");
     let (mut sink, mut stream) = ws.split();
