@@ -628,3 +628,41 @@ async fn connections_per_user_are_limited_and_freed_on_close() {
         }
     }
 }
+
+#[tokio::test]
+async fn tokens_of_every_supported_algorithm_connect() {
+    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys/");
+    let read = |name: &str| std::fs::read(format!("{keys}{name}")).unwrap();
+    let jwt = Jwt::hmac(SECRET)
+        .with_rsa_pem(&read("rsa_public.pem"))
+        .unwrap()
+        .with_ec_pem(&read("ec_public.pem"))
+        .unwrap();
+    let server = start_with(|b| b.auth(jwt.into_auth())).await;
+    let claims = |user: &str| json!({"sub": user, "exp": now() + 60});
+    let signed = |alg: Algorithm, key: &EncodingKey, user: &str| {
+        jsonwebtoken::encode(&Header::new(alg), &claims(user), key).unwrap()
+    };
+    let hmac = EncodingKey::from_secret(SECRET).unwrap();
+    let rsa = EncodingKey::from_rsa_pem(&read("rsa_private.pem")).unwrap();
+    let ec = EncodingKey::from_ec_pem(&read("ec_private.pem")).unwrap();
+    let tokens = [
+        ("HS256", signed(Algorithm::HS256, &hmac, "hs256")),
+        ("HS384", signed(Algorithm::HS384, &hmac, "hs384")),
+        ("HS512", signed(Algorithm::HS512, &hmac, "hs512")),
+        ("RS256", signed(Algorithm::RS256, &rsa, "rs256")),
+        ("ES256", signed(Algorithm::ES256, &ec, "es256")),
+    ];
+    for (alg, token) in tokens {
+        let mut client = server.client().await;
+        client.send(json!({"type": "connect", "token": token, "id": 1}));
+        let connected = client.recv().await;
+        assert_eq!(connected["type"], "connected", "{alg}: {connected}");
+        assert_eq!(connected["user"], alg.to_lowercase(), "{alg}");
+    }
+    // Algorithm confusion: an HS256 token whose "secret" is the RSA public key is refused.
+    let confused = EncodingKey::from_secret(&read("rsa_public.pem")).unwrap();
+    let mut client = server.client().await;
+    client.send(json!({"type": "connect", "token": signed(Algorithm::HS256, &confused, "x"), "id": 1}));
+    expect_close(&mut client, 4500).await;
+}
