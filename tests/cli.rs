@@ -253,3 +253,78 @@ async fn sigterm_closes_every_websocket_with_1001_before_exiting() {
         .expect("wait");
     assert!(status.success(), "{status:?}");
 }
+
+/// An HS256 token for `user`, an hour long.
+fn hs256(secret: &str, user: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": user, "exp": exp}),
+        &key,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn serve_requires_tokens_with_an_hmac_secret_from_flags_or_the_file() {
+    let flags = serve(&["--hmac-secret", "flag-secret"]).await;
+    let dir = std::env::temp_dir().join(format!("switchboard-cli-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("auth.toml");
+    std::fs::write(
+        &file,
+        "[auth]\nhmac_secret = \"file-secret\"\n[limits]\nmessages_per_sec = 1000\n",
+    )
+    .expect("write");
+    let from_file = serve(&["--config", file.to_str().expect("path")]).await;
+    for (server, secret) in [(&flags, "flag-secret"), (&from_file, "file-secret")] {
+        // Without a token: refused.
+        let (ws, mut rx) = client(&format!("ws://{}/ws", server.addr)).await;
+        ws.send_text(json!({"type": "subscribe", "channel": "chat", "id": 1}).to_string())
+            .expect("send");
+        let refused = next(&mut rx).await;
+        assert_eq!(refused["type"], "error", "{refused}");
+        assert!(
+            refused["message"].as_str().unwrap().starts_with("Not connected"),
+            "{refused}"
+        );
+        // With one on the URL: connected, then the demo works as before.
+        let url = format!("ws://{}/ws?token={}", server.addr, hs256(secret, "ada"));
+        let (ws, mut rx) = client(&url).await;
+        let connected = next(&mut rx).await;
+        assert_eq!(connected["type"], "connected", "{connected}");
+        assert_eq!(connected["user"], "ada");
+        ws.send_text(json!({"type": "subscribe", "channel": "chat", "id": 2}).to_string())
+            .expect("send");
+        assert_eq!(next(&mut rx).await["type"], "subscribed");
+    }
+    // A key file that is not a key stops the server with a message naming it.
+    let not_a_key = dir.join("not-a-key.pem");
+    std::fs::write(&not_a_key, "hello").expect("write");
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--rsa-public-key",
+            not_a_key.to_str().expect("path"),
+        ])
+        .output()
+        .expect("serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not-a-key.pem"), "{err}");
+    // An unknown key in [auth] is named.
+    let bad = dir.join("bad-auth.toml");
+    std::fs::write(&bad, "[auth]\nhmac_secrett = \"x\"\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["serve", "--config", bad.to_str().expect("path")])
+        .output()
+        .expect("serve");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hmac_secrett"));
+}
