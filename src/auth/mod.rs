@@ -22,7 +22,6 @@ pub(crate) use backend::Backend;
 pub(crate) use expiry::{Deadline, Deadlines};
 pub use jwt::{Jwt, JwtError};
 pub use keys::JwtKeys;
-pub(crate) use proxy::ProxyRefusal;
 pub use proxy::{ConnectProxy, Proxy};
 
 use crate::ws::Handshake;

@@ -131,10 +131,10 @@ impl Proxy {
         user: &str,
         channel: &str,
         data: Option<&Value>,
-    ) -> Result<(), ProxyRefusal> {
+    ) -> Result<(), Refusal> {
         const WHAT: &str = "subscribe";
         let Some(url) = self.subscribe.as_deref() else {
-            return Err(ProxyRefusal::Unavailable(format!("{WHAT} backend not configured")));
+            return Err(Refusal::Unavailable(format!("{WHAT} backend not configured")));
         };
         let body = serde_json::json!({
             "client": client,
@@ -144,12 +144,12 @@ impl Proxy {
         });
         let verdict = ask(&self.backend, WHAT, url, &body, self.timeout)
             .await
-            .map_err(ProxyRefusal::Unavailable)?;
+            .map_err(Refusal::Unavailable)?;
         match verdict {
             // `info` and `data` of the result are not used yet.
             Verdict::Result(_) => Ok(()),
-            Verdict::Error { code, message } => Err(ProxyRefusal::Error { code, message }),
-            Verdict::Disconnect { code, reason } => Err(ProxyRefusal::Disconnect { code, reason }),
+            Verdict::Error { code, message } => Err(Refusal::Error { code, message }),
+            Verdict::Disconnect { code, reason } => Err(Refusal::Disconnect { code, reason }),
         }
     }
 
@@ -161,10 +161,10 @@ impl Proxy {
         user: &str,
         action: &str,
         data: Option<&Value>,
-    ) -> Result<Value, ProxyRefusal> {
+    ) -> Result<Value, Refusal> {
         const WHAT: &str = "action";
         let Some(url) = self.action.as_deref() else {
-            return Err(ProxyRefusal::Unavailable(format!("{WHAT} backend not configured")));
+            return Err(Refusal::Unavailable(format!("{WHAT} backend not configured")));
         };
         let body = serde_json::json!({
             "client": client,
@@ -174,39 +174,15 @@ impl Proxy {
         });
         let verdict = ask(&self.backend, WHAT, url, &body, self.timeout)
             .await
-            .map_err(ProxyRefusal::Unavailable)?;
+            .map_err(Refusal::Unavailable)?;
         match verdict {
             Verdict::Result(mut result) => Ok(result.remove("data").unwrap_or(Value::Null)),
-            Verdict::Error { code, message } => Err(ProxyRefusal::Error { code, message }),
-            Verdict::Disconnect { code, reason } => Err(ProxyRefusal::Disconnect { code, reason }),
+            Verdict::Error { code, message } => Err(Refusal::Error { code, message }),
+            Verdict::Disconnect { code, reason } => Err(Refusal::Disconnect { code, reason }),
         }
     }
 }
 
-/// How a subscribe or action proxy said no.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum ProxyRefusal {
-    /// `{"error":{"code","message"}}`: an error reply with `message`; the connection stays.
-    #[error("{message}")]
-    Error {
-        /// The application's error code (0 when it gave none).
-        code: u32,
-        /// The text for the client.
-        message: String,
-    },
-    /// `{"disconnect":{"code","reason"}}`: the connection is closed with `code` (4000–4999).
-    #[error("disconnect {code}: {reason}")]
-    Disconnect {
-        /// The close code.
-        code: u16,
-        /// The close reason.
-        reason: String,
-    },
-    /// The backend could not answer (down, slow, garbage, not configured): an error reply with
-    /// this short text (the details went to the log).
-    #[error("{0}")]
-    Unavailable(String),
-}
 
 /// The connect proxy as an authentication hook: the node POSTs the connection's client id,
 /// handshake headers (cookies, `Authorization`, `Origin`, `User-Agent`), token and `connect` data
@@ -714,7 +690,7 @@ mod tests {
         let proxy = Proxy::new().subscribe(&backend.url);
         assert_eq!(
             proxy.ask_subscribe("c-1", "42", "chat:vip", None).await,
-            Err(ProxyRefusal::Error {
+            Err(Refusal::Error {
                 code: 403,
                 message: "members only".into()
             })
@@ -724,7 +700,7 @@ mod tests {
         let proxy = Proxy::new().subscribe(&backend.url);
         assert_eq!(
             proxy.ask_subscribe("c-1", "42", "chat:vip", None).await,
-            Err(ProxyRefusal::Disconnect {
+            Err(Refusal::Disconnect {
                 code: 4100,
                 reason: "go away".into()
             })
@@ -734,11 +710,11 @@ mod tests {
         let proxy = Proxy::new().subscribe(&backend.url);
         assert_eq!(
             proxy.ask_subscribe("c-1", "42", "chat:vip", None).await,
-            Err(ProxyRefusal::Unavailable("subscribe backend unavailable".into()))
+            Err(Refusal::Unavailable("subscribe backend unavailable".into()))
         );
         assert!(matches!(
             Proxy::new().ask_subscribe("c-1", "42", "chat", None).await,
-            Err(ProxyRefusal::Unavailable(_))
+            Err(Refusal::Unavailable(_))
         ));
     }
 
@@ -767,7 +743,7 @@ mod tests {
         let proxy = Proxy::new().action(&backend.url);
         assert_eq!(
             proxy.ask_action("c-1", "42", "orders.get", None).await,
-            Err(ProxyRefusal::Error {
+            Err(Refusal::Error {
                 code: 404,
                 message: "no such order".into()
             })
@@ -778,7 +754,7 @@ mod tests {
         let started = Instant::now();
         assert_eq!(
             proxy.ask_action("c-1", "42", "slow", None).await,
-            Err(ProxyRefusal::Unavailable("action backend unavailable".into()))
+            Err(Refusal::Unavailable("action backend unavailable".into()))
         );
         assert!(started.elapsed() < Duration::from_secs(2));
     }

@@ -5,7 +5,7 @@
 //! or a close code — never a bare reset.
 
 use super::{reply, Session};
-use crate::auth::{self, AuthRequest, Deadline, Identity, ProxyRefusal, Refusal};
+use crate::auth::{self, AuthRequest, Deadline, Identity, Refusal};
 use crate::node::Refused;
 use crate::protocol::{text, ClientMessage, ServerMessage};
 use crate::router::ChannelDef;
@@ -361,17 +361,19 @@ impl Session {
 /// connection with its code.
 pub(super) fn proxy_refusal<T>(
     ws: &WebSocket,
-    answer: Result<T, ProxyRefusal>,
+    answer: Result<T, Refusal>,
     unavailable: &str,
 ) -> Result<T, String> {
     answer.map_err(|refusal| match refusal {
-        ProxyRefusal::Error { message, .. } => message,
-        ProxyRefusal::Disconnect { code, reason } => {
+        Refusal::Error { message, .. } => message,
+        Refusal::Disconnect { code, reason } => {
             let _ = ws.close(code, close_reason(&reason));
             reason
         }
         // The proxy logged why.
-        ProxyRefusal::Unavailable(_) => unavailable.to_owned(),
+        Refusal::Unavailable(_) => unavailable.to_owned(),
+        // Not a proxy's answer (they concern tokens), but readable if a hook ever gives them.
+        other @ (Refusal::Expired | Refusal::InvalidToken(_)) => other.to_string(),
     })
 }
 

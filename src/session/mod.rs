@@ -326,18 +326,8 @@ impl Session {
         let Some(call) = call else {
             return reply(ws, error(text::invalid_params(&name), name, id));
         };
-        match crate::auth::scope(identity, call).await {
-            Ok(result) => reply(
-                ws,
-                ServerMessage::Action {
-                    channel: name,
-                    status: ActionStatus::Completed,
-                    data: (!result.is_null()).then_some(result),
-                    id,
-                },
-            ),
-            Err(message) => reply(ws, error(message, name, id)),
-        }
+        let outcome = crate::auth::scope(identity, call).await;
+        reply(ws, action_reply(name, outcome, id));
     }
 
     /// An action the node does not declare: the action proxy answers it, if the node has one.
@@ -349,18 +339,8 @@ impl Session {
         let asked = proxy
             .ask_action(&client, identity.user_id(), &name, data.as_ref())
             .await;
-        match auth::proxy_refusal(ws, asked, text::ACTION_UNAVAILABLE) {
-            Ok(result) => reply(
-                ws,
-                ServerMessage::Action {
-                    channel: name,
-                    status: ActionStatus::Completed,
-                    data: (!result.is_null()).then_some(result),
-                    id,
-                },
-            ),
-            Err(message) => reply(ws, error(message, name, id)),
-        }
+        let outcome = auth::proxy_refusal(ws, asked, text::ACTION_UNAVAILABLE);
+        reply(ws, action_reply(name, outcome, id));
     }
 
     fn channel(&self, name: &str) -> Option<Duplex> {
@@ -509,6 +489,19 @@ fn history_reply(channel: String, id: Option<Value>, read: StreamRead) -> Server
         id,
         publications,
         position: position_of(&read.position),
+    }
+}
+
+/// The answer to an action: its result (absent when it returned nothing), or its error.
+fn action_reply(name: String, outcome: Result<Value, String>, id: Option<Value>) -> ServerMessage {
+    match outcome {
+        Ok(result) => ServerMessage::Action {
+            channel: name,
+            status: ActionStatus::Completed,
+            data: (!result.is_null()).then_some(result),
+            id,
+        },
+        Err(message) => error(message, name, id),
     }
 }
 
