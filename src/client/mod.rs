@@ -23,6 +23,13 @@
 //! is no longer kept) the subscription says so: [`SubscriptionEvent::Resubscribed`] with
 //! `recovered: false`, in its place among the publications (see [`Subscription`]).
 //!
+//! On a server that authenticates (PROTOCOL.md, "Identity"), give the client a token
+//! ([`ClientBuilder::token`]) or a source of fresh ones ([`ClientBuilder::get_token`]): every
+//! connection sends `connect` first and nothing else until `connected` (the client is
+//! [`Open`](ConnectionState::Open) from then on, and [`Client::identity`] says who it is); with
+//! `get_token` the client refreshes the token a little before it expires, and after a 4005
+//! ("token expired") reconnects with a fresh one. A 4005 without `get_token` ends the client.
+//!
 //! The server's close code decides (PROTOCOL.md, "Close codes"): 4500–4999
 //! ([`NO_RECONNECT_CODES`]) mean "do not reconnect": the client then closes for good, as with
 //! reconnect off, calls fail with [`ClientError::ServerClosed`], and [`Client::server_close`]

@@ -9,7 +9,7 @@ use crate::auth::{self, AuthRequest, Deadline, Identity, Refusal};
 use crate::node::Refused;
 use crate::protocol::{text, ClientMessage, ServerMessage};
 use crate::router::ChannelDef;
-use crate::ws::WebSocket;
+use crate::ws::{Handshake, WebSocket};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,8 +68,10 @@ impl Session {
             deadline: None,
             counted: false,
         }));
-        if let Some(token) = query_token(ws) {
-            if self.authenticate(ws, Some(token), None, None).await {
+        // One look at the handshake, not kept: most connections never need it again.
+        let handshake = ws.handshake_snapshot();
+        if let Some(token) = query_token(&handshake) {
+            if self.authenticate(ws, handshake, Some(token), None, None).await {
                 return true;
             }
         }
@@ -161,7 +163,8 @@ impl Session {
             );
         }
         let was_anonymous = !self.node.inner.auth.as_ref().is_some_and(|auth| auth.required);
-        if self.authenticate(ws, token, data, id).await && !was_anonymous {
+        let handshake = ws.handshake_snapshot();
+        if self.authenticate(ws, handshake, token, data, id).await && !was_anonymous {
             // On a node that requires authentication the hooks wait for `connected`; where it is
             // optional they ran when the connection opened.
             self.run_on_connect(ws);
@@ -176,7 +179,7 @@ impl Session {
         let current = self.identity();
         let request = AuthRequest {
             client: self.client_id(ws),
-            handshake: ws.handshake().clone(),
+            handshake: ws.handshake_snapshot(),
             token: Some(token),
             data: None,
             refresh: true,
@@ -204,6 +207,7 @@ impl Session {
     async fn authenticate(
         &mut self,
         ws: &WebSocket,
+        handshake: Handshake,
         token: Option<String>,
         data: Option<Value>,
         id: Option<Value>,
@@ -213,7 +217,7 @@ impl Session {
         };
         let request = AuthRequest {
             client: self.client_id(ws),
-            handshake: ws.handshake().clone(),
+            handshake,
             token,
             data,
             refresh: false,
@@ -407,8 +411,8 @@ fn error_without_channel(message: &str, id: Option<Value>) -> ServerMessage {
 }
 
 /// `?token=…` on the connection's URL, percent-decoded.
-fn query_token(ws: &WebSocket) -> Option<String> {
-    let query = ws.handshake().query()?;
+fn query_token(handshake: &Handshake) -> Option<String> {
+    let query = handshake.query()?;
     query.split('&').find_map(|pair| {
         let value = pair.strip_prefix("token=")?;
         let decoded = percent_decode(value);

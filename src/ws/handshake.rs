@@ -66,6 +66,16 @@ impl Record {
     pub(super) fn get(&self) -> &Handshake {
         self.decoded.get_or_init(|| Box::new(decode(&self.bytes)))
     }
+
+    /// A copy of the handshake, without keeping the decoded form: for a look taken once (say,
+    /// by authentication at the opening), which should not cost the connection ~400 bytes for
+    /// the rest of its life.
+    pub(super) fn snapshot(&self) -> Handshake {
+        match self.decoded.get() {
+            Some(decoded) => Handshake::clone(decoded),
+            None => decode(&self.bytes),
+        }
+    }
 }
 
 fn put(out: &mut Vec<u8>, field: &[u8]) {

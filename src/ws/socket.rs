@@ -118,6 +118,14 @@ impl WebSocket {
         self.state.handshake.get()
     }
 
+    /// A copy of the opening handshake that leaves the connection as it was: a connection keeps
+    /// its handshake compactly until [`handshake`](Self::handshake) is first called, and from
+    /// then on decoded (a few hundred bytes more). For code that looks once — authentication at
+    /// the opening — this is the cheaper one.
+    pub fn handshake_snapshot(&self) -> Handshake {
+        self.state.handshake.snapshot()
+    }
+
     /// Queues a text message.
     pub fn send_text(&self, text: impl Into<Text>) -> Result<(), SendError> {
         let bytes: Bytes = text.into().into();
