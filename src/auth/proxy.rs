@@ -183,7 +183,6 @@ impl Proxy {
     }
 }
 
-
 /// The connect proxy as an authentication hook: the node POSTs the connection's client id,
 /// handshake headers (cookies, `Authorization`, `Origin`, `User-Agent`), token and `connect` data
 /// to `url`, and the backend answers the user, an error, or a disconnect.

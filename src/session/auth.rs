@@ -363,11 +363,7 @@ impl Session {
 
 /// A proxy's answer as the error text for the client (`Err`); a `disconnect` also closes the
 /// connection with its code.
-pub(super) fn proxy_refusal<T>(
-    ws: &WebSocket,
-    answer: Result<T, Refusal>,
-    unavailable: &str,
-) -> Result<T, String> {
+pub(super) fn proxy_refusal<T>(ws: &WebSocket, answer: Result<T, Refusal>, unavailable: &str) -> Result<T, String> {
     answer.map_err(|refusal| match refusal {
         Refusal::Error { message, .. } => message,
         Refusal::Disconnect { code, reason } => {
