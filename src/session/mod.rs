@@ -579,6 +579,7 @@ mod task_size {
     #[tokio::test]
     async fn a_pub_sub_connection_task_fits_a_512_byte_cell() {
         let size = crate::ws::future_size_for(Session::new(Node::new(Router::new()))).await;
+        eprintln!("the connection future: {size} bytes, its task: {} of 512", size + TASK_OVERHEAD);
         assert!(
             size + TASK_OVERHEAD <= 512,
             "the connection future is {size} bytes: its task no longer fits 512 bytes (a 128-byte \
