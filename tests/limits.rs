@@ -298,7 +298,7 @@ async fn endpoint_checked_answers_a_rejection() {
     impl Handler for Quiet {}
     let sockets = ws::Sockets::new();
     let endpoint = ws::endpoint_checked(
-        |handshake: &ws::Handshake| match handshake.query() {
+        |handshake: &mut ws::Handshake| match handshake.query() {
             Some("deny") => Err(ws::Rejection::new(http::StatusCode::IM_A_TEAPOT, "no tea for you\n")),
             _ => Ok(Quiet),
         },

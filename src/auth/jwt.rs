@@ -242,7 +242,7 @@ impl Jwt {
         self
     }
 
-    /// How long a JWKS URL has to answer (default [`BACKEND_TIMEOUT`](super::BACKEND_TIMEOUT)).
+    /// How long a JWKS URL has to answer (default 2 s).
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = d;
         self

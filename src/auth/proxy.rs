@@ -14,7 +14,7 @@
 //! * subscribe: `{"client", "user", "channel", "data"}` → `{"result": {}}` | error | disconnect;
 //! * action: `{"client", "user", "action", "data"}` → `{"result": {"data"}}` | error | disconnect.
 //!
-//! A proxy never hangs a connection: every call has a deadline ([`BACKEND_TIMEOUT`] unless set),
+//! A proxy never hangs a connection: every call has a deadline (2 s unless set),
 //! and a backend that is down, slow, answers an HTTP error or anything but one of the shapes above
 //! is *unavailable*: the client gets a short error ("authentication backend unavailable"), and the
 //! server log gets a warning with the URL and the full reason. Nothing the backend sends can panic
@@ -73,7 +73,7 @@ impl fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    /// No endpoints yet; each call has [`BACKEND_TIMEOUT`] to answer.
+    /// No endpoints yet; each call has 2 s to answer.
     pub fn new() -> Self {
         Self::default()
     }
@@ -97,7 +97,7 @@ impl Proxy {
         self
     }
 
-    /// How long each backend call may take (default [`BACKEND_TIMEOUT`], 2 s).
+    /// How long each backend call may take (default 2 s).
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = d;
         self
@@ -210,7 +210,7 @@ impl fmt::Debug for ConnectProxy {
 }
 
 impl ConnectProxy {
-    /// The connect proxy at `url` (`http://` only), with [`BACKEND_TIMEOUT`] to answer.
+    /// The connect proxy at `url` (`http://` only), with 2 s to answer by default.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -219,7 +219,7 @@ impl ConnectProxy {
         }
     }
 
-    /// How long the backend may take to answer (default [`BACKEND_TIMEOUT`], 2 s).
+    /// How long the backend may take to answer (default 2 s).
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = d;
         self

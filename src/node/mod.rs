@@ -301,9 +301,17 @@ impl Node {
     pub fn endpoint<S: Clone + Send + Sync + 'static>(&self) -> MethodRouter<S> {
         let node = self.clone();
         ws::endpoint_checked(
-            move |handshake: &ws::Handshake| {
+            move |handshake: &mut ws::Handshake| {
                 node.admit(handshake)?;
-                Ok(Session::new(node.clone()))
+                // A `?token=` is for the session's authentication only: taken out of the
+                // handshake the connection keeps (~200 bytes less per connection, and no
+                // credential kept for its whole life).
+                let token = node
+                    .inner
+                    .auth
+                    .as_ref()
+                    .and_then(|_| crate::session::take_query_token(handshake));
+                Ok(Session::new(node.clone()).with_token(token))
             },
             self.inner.ws_config.clone(),
             self.inner.sockets.clone(),

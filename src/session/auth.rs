@@ -34,6 +34,19 @@ pub(super) struct SessionAuth {
     deadline: Option<Deadline>,
     /// Counted in the node's connections of its user (`Limits::connections_per_user`).
     counted: bool,
+    /// The `?token=` of the URL, until the connection opens and presents it.
+    pending_token: Option<String>,
+}
+
+impl SessionAuth {
+    pub(super) fn with_token(token: Option<String>) -> Self {
+        Self {
+            identity: None,
+            deadline: None,
+            counted: false,
+            pending_token: token,
+        }
+    }
 }
 
 /// A close code's reason, within the 123 bytes a close frame allows.
@@ -63,14 +76,11 @@ impl Session {
             return true;
         };
         let required = auth.required;
-        self.auth = Some(Box::new(SessionAuth {
-            identity: (!required).then(auth::anonymous),
-            deadline: None,
-            counted: false,
-        }));
-        // One look at the handshake, not kept: most connections never need it again.
-        let handshake = ws.handshake_snapshot();
-        if let Some(token) = query_token(&handshake) {
+        let state = self.auth.get_or_insert_with(|| Box::new(SessionAuth::with_token(None)));
+        state.identity = (!required).then(auth::anonymous);
+        if let Some(token) = state.pending_token.take() {
+            // One look at the handshake, not kept: most connections never need it again.
+            let handshake = ws.handshake_snapshot();
             if self.authenticate(ws, handshake, Some(token), None, None).await {
                 return true;
             }
@@ -406,14 +416,34 @@ fn error_without_channel(message: &str, id: Option<Value>) -> ServerMessage {
     }
 }
 
-/// `?token=…` on the connection's URL, percent-decoded.
-fn query_token(handshake: &Handshake) -> Option<String> {
+/// Takes `?token=…` out of the handshake's URL: its value, percent-decoded (`None` without
+/// one), and the URL without it (other parameters stay, in order).
+pub(crate) fn take_query_token(handshake: &mut Handshake) -> Option<String> {
     let query = handshake.query()?;
-    query.split('&').find_map(|pair| {
-        let value = pair.strip_prefix("token=")?;
-        let decoded = percent_decode(value);
-        (!decoded.is_empty()).then_some(decoded)
-    })
+    let mut token = None;
+    let mut rest: Vec<&str> = Vec::new();
+    for pair in query.split('&') {
+        match pair.strip_prefix("token=") {
+            Some(value) if token.is_none() => token = Some(percent_decode(value)),
+            Some(_) => {}
+            None => rest.push(pair),
+        }
+    }
+    let token = token.filter(|token| !token.is_empty());
+    let path = handshake.uri.path();
+    let kept = if rest.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", rest.join("&"))
+    };
+    let mut parts = handshake.uri.clone().into_parts();
+    if let Ok(path_and_query) = kept.parse() {
+        parts.path_and_query = Some(path_and_query);
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            handshake.uri = uri;
+        }
+    }
+    token
 }
 
 fn percent_decode(text: &str) -> String {
@@ -447,6 +477,31 @@ mod tests {
         assert_eq!(super::percent_decode("a%2Eb%3d"), "a.b=");
         assert_eq!(super::percent_decode("bad%zz%"), "bad%zz%");
         assert_eq!(super::percent_decode("%4"), "%4");
+    }
+
+    #[test]
+    fn the_token_is_taken_out_of_the_url() {
+        let mut handshake = crate::ws::Handshake {
+            uri: http::Uri::from_static("/ws?room=1&token=a.b%2Ec&x=2"),
+            headers: http::HeaderMap::new(),
+            peer: None,
+        };
+        assert_eq!(super::take_query_token(&mut handshake).as_deref(), Some("a.b.c"));
+        assert_eq!(handshake.uri, "/ws?room=1&x=2");
+        let mut only = crate::ws::Handshake {
+            uri: http::Uri::from_static("/?token=t"),
+            headers: http::HeaderMap::new(),
+            peer: None,
+        };
+        assert_eq!(super::take_query_token(&mut only).as_deref(), Some("t"));
+        assert_eq!(only.uri, "/");
+        let mut none = crate::ws::Handshake {
+            uri: http::Uri::from_static("/ws?a=1"),
+            headers: http::HeaderMap::new(),
+            peer: None,
+        };
+        assert_eq!(super::take_query_token(&mut none), None);
+        assert_eq!(none.uri, "/ws?a=1");
     }
 
     #[test]

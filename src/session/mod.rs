@@ -6,6 +6,7 @@
 mod auth;
 mod connection;
 
+pub(crate) use auth::take_query_token;
 pub use connection::Connection;
 
 use crate::broker::{StreamPosition, StreamRead};
@@ -42,6 +43,14 @@ impl Session {
             auth: None,
             rate,
         }
+    }
+
+    /// With the token the client put on its URL (`?token=`), authenticated when it opens.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        if token.is_some() {
+            self.auth = Some(Box::new(auth::SessionAuth::with_token(token)));
+        }
+        self
     }
 
     /// Takes a token of the connection's message rate; false when the message is refused (the
@@ -579,7 +588,10 @@ mod task_size {
     #[tokio::test]
     async fn a_pub_sub_connection_task_fits_a_512_byte_cell() {
         let size = crate::ws::future_size_for(Session::new(Node::new(Router::new()))).await;
-        eprintln!("the connection future: {size} bytes, its task: {} of 512", size + TASK_OVERHEAD);
+        eprintln!(
+            "the connection future: {size} bytes, its task: {} of 512",
+            size + TASK_OVERHEAD
+        );
         assert!(
             size + TASK_OVERHEAD <= 512,
             "the connection future is {size} bytes: its task no longer fits 512 bytes (a 128-byte \

@@ -81,7 +81,7 @@ where
     H: Handler,
     S: Clone + Send + Sync + 'static,
 {
-    mount(move |handshake: &Handshake| Ok(factory(handshake)), config, None)
+    mount(move |handshake: &mut Handshake| Ok(factory(handshake)), config, None)
 }
 
 /// [`endpoint`] with a registry of its own: every socket it opens is registered in `sockets`,
@@ -96,7 +96,7 @@ where
     H: Handler,
     S: Clone + Send + Sync + 'static,
 {
-    endpoint_checked(move |handshake: &Handshake| Ok(factory(handshake)), config, sockets)
+    endpoint_checked(move |handshake: &mut Handshake| Ok(factory(handshake)), config, sockets)
 }
 
 /// [`endpoint_with_sockets`] whose `factory` may refuse a handshake: a request for which it
@@ -104,10 +104,12 @@ where
 /// registered (an origin check, a rate limit).
 ///
 /// The factory is called once the request is a valid WebSocket handshake (a malformed one still
-/// gets 400 or 405 without calling it) and before the socket is counted in `sockets`.
+/// gets 400 or 405 without calling it) and before the socket is counted in `sockets`. It may
+/// also edit the handshake the connection keeps: take a credential out of the query, say, so
+/// that it is not kept (nor shown to application code) for the connection's whole life.
 pub fn endpoint_checked<F, H, S>(factory: F, config: Config, sockets: Sockets) -> MethodRouter<S>
 where
-    F: Fn(&Handshake) -> Result<H, Rejection> + Send + Sync + 'static,
+    F: Fn(&mut Handshake) -> Result<H, Rejection> + Send + Sync + 'static,
     H: Handler,
     S: Clone + Send + Sync + 'static,
 {
@@ -116,7 +118,7 @@ where
 
 fn mount<F, H, S>(factory: F, config: Config, own: Option<Sockets>) -> MethodRouter<S>
 where
-    F: Fn(&Handshake) -> Result<H, Rejection> + Send + Sync + 'static,
+    F: Fn(&mut Handshake) -> Result<H, Rejection> + Send + Sync + 'static,
     H: Handler,
     S: Clone + Send + Sync + 'static,
 {
@@ -140,7 +142,7 @@ pub(crate) fn accept_key(key: &[u8]) -> String {
 
 fn upgrade<F, H>(mut request: Request, factory: &F, config: &Arc<Config>, own: Option<Sockets>) -> Response
 where
-    F: Fn(&Handshake) -> Result<H, Rejection>,
+    F: Fn(&mut Handshake) -> Result<H, Rejection>,
     H: Handler,
 {
     if request.method() != Method::GET {
@@ -184,9 +186,9 @@ where
         headers.remove(name);
     }
     let uri = parts.uri;
-    let handshake = Handshake { uri, headers, peer };
+    let mut handshake = Handshake { uri, headers, peer };
     // Before anything is counted: a refused request leaves no trace in the registries.
-    let handler = match factory(&handshake) {
+    let handler = match factory(&mut handshake) {
         Ok(handler) => handler,
         Err(rejection) => return rejection.into_response(),
     };
