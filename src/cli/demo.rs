@@ -1,4 +1,5 @@
-//! The demo that `switchboard serve` runs: a chat whose messages are published on the pub/sub
+//! The demo that `switchboard serve` runs (and `members`, a channel with presence that the page
+//! subscribes to, to show who has it open): a chat whose messages are published on the pub/sub
 //! channel `chat`, which keeps the last [`CHAT_HISTORY`] of them (so a reloaded page, or one that
 //! reconnects to a restarted server, shows the recent ones), sent with the `send_message` action
 //! (or `switchboard publish`); a bidirectional channel `chat` where every `client:send` reaches
@@ -25,6 +26,10 @@ pub struct Tick {
     time: u64,
 }
 
+/// `members` takes no parameters.
+#[derive(Serialize, Deserialize)]
+struct Members {}
+
 #[derive(Serialize, Deserialize)]
 struct ChatMessage {
     #[serde(default = "anonymous")]
@@ -45,8 +50,13 @@ pub fn router() -> (Router, ChannelRef<Tick>) {
     let mut router = Router::new();
     let ticker = router.channel(Channel::new("ticker", |t: Tick| async move { Ok::<_, String>(t) }));
     let chat = router.channel(
-        Channel::new("chat", |m: ChatMessage| async move { Ok::<_, String>(m) }).history(CHAT_HISTORY, CHAT_TTL),
+        Channel::new("chat", |m: ChatMessage| async move { Ok::<_, String>(m) })
+            .history(CHAT_HISTORY, CHAT_TTL)
+            .presence(),
     );
+    // Who has the page open: the page subscribes to `members` (joins and leaves, live) — a
+    // channel of its own, so that `chat`'s subscribers get publications only, as before.
+    router.channel(Channel::new("members", |_: Members| async move { Ok::<_, String>(Value::Null) }).join_leave());
     let rooms: Rooms = Arc::default();
     let (to_chat, to_rooms) = (chat.clone(), rooms.clone());
     router.action("send_message", move |m: ChatMessage| {

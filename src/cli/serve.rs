@@ -110,6 +110,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(demo::run_ticker(ticker, interval));
 
     let socket = node.endpoint();
+    let (presence, presence_stats) = node.presence_endpoints();
     let app = axum::Router::new()
         // `/` serves the page to browsers and the WebSocket to clients that ask for one (SocketAPI's path).
         .route(
@@ -122,6 +123,8 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             axum::routing::get(|| async { ([(http::header::CONTENT_TYPE, "text/javascript")], CLIENT_JS) }),
         )
         .route("/_broadcast", node.broadcast_endpoint())
+        .route("/_presence", presence)
+        .route("/_presence_stats", presence_stats)
         .route("/metrics", node.metrics_endpoint())
         .route("/healthz", axum::routing::get(|| async { "ok\n" }));
 

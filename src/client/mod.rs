@@ -61,6 +61,7 @@ mod close;
 mod duplex;
 mod error;
 mod history;
+mod presence;
 mod reader;
 mod reconnect;
 mod state;
@@ -71,6 +72,7 @@ pub use close::{ServerClose, NO_RECONNECT_CODES, RECONNECT_CODES, TOKEN_EXPIRED}
 pub use duplex::{ChannelState, ClientChannel, Remover};
 pub use error::ClientError;
 pub use history::{History, Position, Publication};
+pub use presence::{Member, PresenceStats};
 pub use subscription::{Subscription, SubscriptionEvent};
 
 use crate::protocol::ClientMessage;
@@ -342,6 +344,51 @@ impl Client {
                 Err(err)
             }
         }
+    }
+
+    /// The members of the presence topic `channel` with `params` (every page, in the order they
+    /// joined). A channel without presence, or one this client may not subscribe to, is
+    /// [`ClientError::Remote`] with the server's text.
+    pub async fn presence(&self, channel: &str, params: Value) -> Result<Vec<Member>, ClientError> {
+        let params = if params.is_null() { json!({}) } else { params };
+        let shared = self.shared();
+        let mut members = Vec::new();
+        let mut cursor = None;
+        loop {
+            let message = ClientMessage::Presence {
+                channel: channel.to_owned(),
+                data: Some(params.clone()),
+                id: None,
+                limit: Some(1000),
+                cursor: cursor.take(),
+                token: None,
+            };
+            let what = format!("presence of '{channel}'");
+            let answer = shared.call(message, shared.config.request_timeout, what).await?;
+            let page: presence::Page = serde_json::from_value(answer)
+                .map_err(|err| ClientError::Remote(format!("malformed presence reply: {err}")))?;
+            members.extend(page.clients);
+            match page.cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(members),
+            }
+        }
+    }
+
+    /// The member and user counts of the presence topic `channel` with `params`.
+    pub async fn presence_stats(&self, channel: &str, params: Value) -> Result<PresenceStats, ClientError> {
+        let params = if params.is_null() { json!({}) } else { params };
+        let message = ClientMessage::PresenceStats {
+            channel: channel.to_owned(),
+            data: Some(params),
+            id: None,
+            token: None,
+        };
+        let shared = self.shared();
+        let what = format!("presence stats of '{channel}'");
+        let answer = shared.call(message, shared.config.request_timeout, what).await?;
+        serde_json::from_value(answer)
+            .map_err(|err| ClientError::Remote(format!("malformed presence_stats reply: {err}")))
     }
 
     /// Reads the stream of the history channel `channel` with `params` (its subscribe-time

@@ -83,6 +83,21 @@ impl Reader {
                 shared.restore();
                 shared.state.send_replace(ConnectionState::Open);
             }
+            ServerMessage::Presence {
+                id, clients, cursor, ..
+            } => {
+                let reply = serde_json::json!({ "clients": clients, "cursor": cursor });
+                shared.resolve(id.as_ref(), Ok(reply));
+            }
+            ServerMessage::PresenceStats { id, clients, users, .. } => {
+                shared.resolve(
+                    id.as_ref(),
+                    Ok(serde_json::json!({ "clients": clients, "users": users })),
+                );
+            }
+            ServerMessage::PresenceDiff { channel, .. } => {
+                tracing::trace!(%channel, "presence diff");
+            }
             ServerMessage::Refreshed { expires_in, .. } => {
                 if let Some(auth) = &shared.auth {
                     auth.refreshed(ws, expires_in);

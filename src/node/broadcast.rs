@@ -29,7 +29,9 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-async fn handle(node: Node, request: Request) -> Response {
+/// The checks every endpoint of other processes shares — the client's address, the bearer
+/// token, a JSON body `{"channel": NAME, "data": {PARAMS}}` — and what it names.
+async fn read(node: &Node, request: Request) -> Result<(String, Value), Response> {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -37,10 +39,10 @@ async fn handle(node: Node, request: Request) -> Response {
     let access = &node.inner.broadcast_access;
     if !peer.is_some_and(|ip| host_allowed(access, ip)) {
         tracing::warn!(?peer, "broadcast refused: client address not allowed");
-        return error(
+        return Err(error(
             StatusCode::FORBIDDEN,
             "Broadcast endpoint can only be accessed locally.",
-        );
+        ));
     }
     if let Some(token) = &access.token {
         let given = request
@@ -48,26 +50,38 @@ async fn handle(node: Node, request: Request) -> Response {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         if given.and_then(|v| v.strip_prefix("Bearer ")) != Some(token.as_str()) {
-            return error(
+            return Err(error(
                 StatusCode::UNAUTHORIZED,
                 "Missing or wrong bearer token: send 'Authorization: Bearer <token>'.",
-            );
+            ));
         }
     }
     let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
         Ok(body) => body,
-        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large (limit 1 MiB)."),
+        Err(_) => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large (limit 1 MiB).",
+            ))
+        }
     };
     let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&body) else {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "Invalid request body: expected a JSON object {\"channel\": NAME, \"data\": {...}}.",
-        );
+        ));
     };
     let Some(Value::String(channel)) = body.remove("channel") else {
-        return error(StatusCode::BAD_REQUEST, text::CHANNEL_REQUIRED);
+        return Err(error(StatusCode::BAD_REQUEST, text::CHANNEL_REQUIRED));
     };
-    let params = body.remove("data").unwrap_or(Value::Null);
+    Ok((channel, body.remove("data").unwrap_or(Value::Null)))
+}
+
+async fn handle(node: Node, request: Request) -> Response {
+    let (channel, params) = match read(&node, request).await {
+        Ok(named) => named,
+        Err(refused) => return refused,
+    };
     match node.broadcast(&channel, params).await {
         Ok(()) => Json(json!({ "status": "success" })).into_response(),
         Err(err) => {
@@ -83,6 +97,48 @@ async fn handle(node: Node, request: Request) -> Response {
             error(status, &err.to_string())
         }
     }
+}
+
+/// `POST /_presence` (members) or, with `stats`, `POST /_presence_stats` (counts): the same
+/// access rules and body as `/_broadcast`; `data` holds the topic's subscribe-time parameters
+/// (for a channel keyed by user, the user). Answers the fields of the WebSocket replies:
+/// `{"clients": [...]}` or `{"clients": N, "users": M}`.
+pub(crate) fn presence_endpoint<S: Clone + Send + Sync + 'static>(node: Node, stats: bool) -> MethodRouter<S> {
+    axum::routing::post(move |request: Request| {
+        let node = node.clone();
+        async move {
+            let (channel, params) = match read(&node, request).await {
+                Ok(named) => named,
+                Err(refused) => return refused,
+            };
+            let Some(def) = node.inner.channels.get(&channel).cloned() else {
+                return error(StatusCode::NOT_FOUND, &text::channel_not_found(&channel));
+            };
+            if def.presence.is_none() {
+                return error(StatusCode::BAD_REQUEST, &text::no_presence(&channel));
+            }
+            let key = def
+                .subscribe_params(Some(&params))
+                .and_then(|p| def.prepare(p))
+                .map(|p| p.key);
+            let Ok(key) = key else {
+                return error(StatusCode::UNPROCESSABLE_ENTITY, &text::invalid_params(&channel));
+            };
+            let topic = def.topic(&key);
+            let presence = &node.inner.presence;
+            if stats {
+                let (clients, users) = presence.stats(&topic);
+                return Json(json!({ "clients": clients, "users": users })).into_response();
+            }
+            let members: Vec<_> = presence
+                .list(&topic, 0, 0)
+                .members
+                .iter()
+                .map(|m| node.presence_member(m))
+                .collect();
+            Json(json!({ "clients": members })).into_response()
+        }
+    })
 }
 
 fn host_allowed(access: &BroadcastAccess, ip: IpAddr) -> bool {

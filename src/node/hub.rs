@@ -254,7 +254,8 @@ impl Hub {
         let shard = self.shard(topic).read();
         let Some(entry) = shard.get(topic) else { return 0 };
         if let Some(stream) = &entry.stream {
-            if !Self::in_sequence(topic, entry, stream, message) {
+            // A `presence_diff` is no publication: it has no offset and is not in the stream.
+            if !is_presence_diff(message) && !Self::in_sequence(topic, entry, stream, message) {
                 return 0;
             }
         }
@@ -305,6 +306,11 @@ impl Hub {
         }
         true
     }
+}
+
+/// A `presence_diff` (encoded with `type` first, as every message of the node).
+fn is_presence_diff(message: &Text) -> bool {
+    message.as_str().starts_with(r#"{"type":"presence_diff""#)
 }
 
 /// The offset at the end of an encoded publication: `…,"offset":N}`.

@@ -11,6 +11,7 @@ mod hub;
 mod limits;
 mod metrics;
 mod origins;
+mod presence;
 
 pub(crate) use hub::{Ack, Hub, StreamJoin};
 pub use limits::Limits;
@@ -18,10 +19,12 @@ pub(crate) use limits::{
     ConnectionRate, LimitRefusals, MessageRate, Refused, UserConnections, Verdict, RATE_CLOSE_CODE,
 };
 pub use origins::Origins;
+pub(crate) use presence::Member;
+use presence::Presence;
 
 use crate::auth::{Auth, ConnectProxy, Deadlines, Proxy};
 use crate::broker::{Broker, BrokerError, Delivery, MemoryBroker, StreamRead};
-use crate::protocol::ServerMessage;
+use crate::protocol::{PresenceMember, ServerMessage};
 use crate::router::{topic, ActionDef, Authorizer, ChannelDef, ConnectHook, RouteDef};
 use crate::session::Session;
 use crate::ws::{self, Rejection, Text, WebSocket};
@@ -112,6 +115,8 @@ pub(crate) struct NodeInner {
     /// A random name for this node, the first part of its connections' client ids (unique
     /// across the nodes sharing a broker).
     pub name: String,
+    /// Who is in the topics of channels with presence.
+    pub presence: Presence,
     /// What one client may ask of the node.
     pub limits: Limits,
     /// Which web pages may open connections.
@@ -249,6 +254,7 @@ impl NodeBuilder {
             proxy: self.proxy,
             deadlines: Deadlines::default(),
             name: format!("{:08x}", fastrand::u32(..)),
+            presence: Presence::default(),
             connection_rate: ConnectionRate::new(&self.limits),
             user_connections: UserConnections::default(),
             limits: self.limits,
@@ -400,11 +406,25 @@ impl Node {
         broadcast::endpoint(self.clone())
     }
 
-    /// The SocketAPI layout: the WebSocket at `/`, `POST /_broadcast`, and `GET /metrics`.
+    /// `POST /_presence` and `POST /_presence_stats`: the members and counts of a presence
+    /// topic for other processes, with the access rules of `/_broadcast` (PROTOCOL.md,
+    /// "Presence over HTTP").
+    pub fn presence_endpoints<S: Clone + Send + Sync + 'static>(&self) -> (MethodRouter<S>, MethodRouter<S>) {
+        (
+            broadcast::presence_endpoint(self.clone(), false),
+            broadcast::presence_endpoint(self.clone(), true),
+        )
+    }
+
+    /// The SocketAPI layout: the WebSocket at `/`, `POST /_broadcast`, `POST /_presence`,
+    /// `POST /_presence_stats`, and `GET /metrics`.
     pub fn app(&self) -> axum::Router {
+        let (presence, stats) = self.presence_endpoints();
         axum::Router::new()
             .route("/", self.endpoint())
             .route("/_broadcast", self.broadcast_endpoint())
+            .route("/_presence", presence)
+            .route("/_presence_stats", stats)
             .route("/metrics", self.metrics_endpoint())
     }
 
@@ -485,5 +505,86 @@ impl Node {
     /// Removes `ws` from `topic`'s subscribers; the broker drops the topic with its last one.
     pub(crate) fn leave(&self, topic: &str, ws: &WebSocket) {
         self.inner.hub.leave(topic, ws.id(), &*self.inner.broker);
+        self.presence_leave(topic, ws.id());
+    }
+
+    /// The client id of this node's connection `connection`: unique across the nodes that share
+    /// a broker.
+    pub(crate) fn client_id(&self, connection: u64) -> String {
+        format!("{}-{connection}", self.inner.name)
+    }
+
+    /// A member as the wire shows it.
+    pub(crate) fn presence_member(&self, member: &Member) -> PresenceMember {
+        PresenceMember {
+            client: self.client_id(member.connection),
+            user: member.identity.user_id().to_owned(),
+            info: member.identity.info().cloned(),
+        }
+    }
+
+    /// The channel a topic belongs to (`name` or `name#key`).
+    fn channel_of_topic(&self, topic: &str) -> Option<&Arc<ChannelDef>> {
+        let name = topic.split_once('#').map_or(topic, |(name, _)| name);
+        self.inner.channels.get(name)
+    }
+
+    /// A subscriber of a presence topic is a member.
+    pub(crate) fn presence_join(&self, def: &ChannelDef, topic: &str, connection: u64, identity: Arc<crate::Identity>) {
+        let Some(settings) = def.presence else { return };
+        let key = topic.split_once('#').map_or("", |(_, key)| key);
+        let params = def.params_of_key(key);
+        let member = Member { connection, identity };
+        if self
+            .inner
+            .presence
+            .join(topic, &def.name, &params, member, settings.join_leave)
+        {
+            self.schedule_diff(topic, settings.window);
+        }
+    }
+
+    /// A member left (unsubscribed, or its connection ended).
+    fn presence_leave(&self, topic: &str, connection: u64) {
+        let Some(settings) = self.channel_of_topic(topic).and_then(|def| def.presence) else {
+            return;
+        };
+        if self.inner.presence.leave(topic, connection, settings.join_leave) {
+            self.schedule_diff(topic, settings.window);
+        }
+    }
+
+    /// After `window`, the joins and leaves of `topic` gathered meanwhile go to its subscribers
+    /// (on every node: published through the broker) as one `presence_diff`.
+    fn schedule_diff(&self, topic: &str, window: std::time::Duration) {
+        let node = Arc::downgrade(&self.inner);
+        let topic = topic.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(window).await;
+            let Some(inner) = node.upgrade() else { return };
+            let node = Node { inner };
+            let Some((channel, params, diff)) = node.inner.presence.take_pending(&topic) else {
+                return;
+            };
+            let joins = diff.joins.iter().map(|m| node.presence_member(m)).collect();
+            let leaves = diff
+                .leaves
+                .into_iter()
+                .map(|(connection, user)| PresenceMember {
+                    client: node.client_id(connection),
+                    user,
+                    info: None,
+                })
+                .collect();
+            let message = ServerMessage::PresenceDiff {
+                channel: channel.to_string(),
+                params,
+                joins,
+                leaves,
+            };
+            if let Err(err) = node.inner.broker.publish(&topic, Text::from(message.encode())).await {
+                tracing::warn!(%topic, %err, "presence diff not published");
+            }
+        });
     }
 }

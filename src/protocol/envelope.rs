@@ -24,6 +24,15 @@ pub(crate) struct Publication {
     pub data: Value,
 }
 
+/// One member of a presence reply or diff (a leave carries no `info`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub(crate) struct PresenceMember {
+    pub client: String,
+    pub user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<Value>,
+}
+
 #[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
 pub(crate) struct Envelope<'a> {
     #[serde(rename = "type")]
@@ -72,6 +81,20 @@ pub(crate) struct Envelope<'a> {
     pub limit: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publications: Option<Cow<'a, [Publication]>>,
+    // Presence (PROTOCOL.md, "Presence"). `clients` is the member list of `presence` and the
+    // count of `presence_stats`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<Cow<'a, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Cow<'a, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joins: Option<Cow<'a, [PresenceMember]>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaves: Option<Cow<'a, [PresenceMember]>>,
 }
 
 impl<'a> Envelope<'a> {

@@ -3,7 +3,7 @@
 //! ([`DuplexMessage`]). Each encodes through [`Envelope`]; each is parsed back by the side that
 //! receives it.
 
-use super::envelope::{borrowed, Envelope, Position, Publication};
+use super::envelope::{borrowed, Envelope, Position, PresenceMember, Publication};
 use super::text;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -51,6 +51,22 @@ pub(crate) enum ClientMessage {
     },
     /// A message on an open bidirectional channel.
     Duplex(DuplexMessage),
+    /// The members of a presence topic: all, or a page (`limit`, after `cursor`).
+    Presence {
+        channel: String,
+        data: Option<Value>,
+        id: Option<Value>,
+        limit: Option<u64>,
+        cursor: Option<String>,
+        token: Option<String>,
+    },
+    /// The member and user counts of a presence topic.
+    PresenceStats {
+        channel: String,
+        data: Option<Value>,
+        id: Option<Value>,
+        token: Option<String>,
+    },
     /// Authenticate the connection: with a token, or with `data` (and the handshake's cookies)
     /// for the connect proxy.
     Connect {
@@ -151,6 +167,27 @@ pub(crate) enum ServerMessage {
     },
     /// The answer to `refresh`: the new token is in force.
     Refreshed { id: Option<Value>, expires_in: Option<u64> },
+    /// The answer to `presence`: members, and the cursor of the next page when there is one.
+    Presence {
+        channel: String,
+        id: Option<Value>,
+        clients: Vec<PresenceMember>,
+        cursor: Option<String>,
+    },
+    /// The answer to `presence_stats`.
+    PresenceStats {
+        channel: String,
+        id: Option<Value>,
+        clients: u64,
+        users: u64,
+    },
+    /// Who joined and left a presence topic (named by `params`).
+    PresenceDiff {
+        channel: String,
+        params: Value,
+        joins: Vec<PresenceMember>,
+        leaves: Vec<PresenceMember>,
+    },
 }
 
 /// A client message that could not be read; [`ParseError::into_reply`] is the error to send back.
@@ -261,6 +298,39 @@ impl ClientMessage {
                     token,
                 }
             }
+            "presence" | "presence_stats" => {
+                let token = match token(&mut object) {
+                    Ok(token) => token,
+                    Err(message) => return Err(ParseError::new(message, Some(channel), id)),
+                };
+                if kind == "presence_stats" {
+                    ClientMessage::PresenceStats {
+                        channel,
+                        data,
+                        id,
+                        token,
+                    }
+                } else {
+                    let limit = match object.remove("limit") {
+                        None | Some(Value::Null) => None,
+                        Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+                        Some(_) => return Err(ParseError::new(text::INVALID_LIMIT, Some(channel), id)),
+                    };
+                    let cursor = match object.remove("cursor") {
+                        None | Some(Value::Null) => None,
+                        Some(Value::String(cursor)) => Some(cursor),
+                        Some(_) => return Err(ParseError::new(text::INVALID_CURSOR, Some(channel), id)),
+                    };
+                    ClientMessage::Presence {
+                        channel,
+                        data,
+                        id,
+                        limit,
+                        cursor,
+                        token,
+                    }
+                }
+            }
             "unsubscribe" => ClientMessage::Unsubscribe { channel, data, id },
             "action" => ClientMessage::Action { channel, data, id },
             "open" => ClientMessage::Open { channel, data, id },
@@ -315,6 +385,8 @@ impl ClientMessage {
             | ClientMessage::Open { id, .. }
             | ClientMessage::Connect { id, .. }
             | ClientMessage::Refresh { id, .. }
+            | ClientMessage::Presence { id, .. }
+            | ClientMessage::PresenceStats { id, .. }
             | ClientMessage::Duplex(DuplexMessage::Emit { id, .. }) => *id = Some(new),
             ClientMessage::Duplex(DuplexMessage::Request { id, .. } | DuplexMessage::Reply { id, .. }) => *id = new,
             ClientMessage::Duplex(DuplexMessage::Close { .. }) => {}
@@ -365,6 +437,28 @@ impl ClientMessage {
                 id: id.as_ref().map(Cow::Borrowed),
                 ..Envelope::new("refresh")
             },
+            ClientMessage::Presence {
+                channel,
+                data,
+                id,
+                limit,
+                cursor,
+                token,
+            } => Envelope {
+                limit: *limit,
+                cursor: borrowed(cursor.as_deref()),
+                token: borrowed(token.as_deref()),
+                ..call("presence", channel, data.as_ref(), id.as_ref())
+            },
+            ClientMessage::PresenceStats {
+                channel,
+                data,
+                id,
+                token,
+            } => Envelope {
+                token: borrowed(token.as_deref()),
+                ..call("presence_stats", channel, data.as_ref(), id.as_ref())
+            },
         }
     }
 
@@ -382,6 +476,8 @@ impl ClientMessage {
             | ClientMessage::Unsubscribe { channel, id, .. }
             | ClientMessage::Action { channel, id, .. }
             | ClientMessage::Open { channel, id, .. }
+            | ClientMessage::Presence { channel, id, .. }
+            | ClientMessage::PresenceStats { channel, id, .. }
             | ClientMessage::Duplex(DuplexMessage::Emit { channel, id, .. }) => (Some(channel), id.as_ref()),
             ClientMessage::Duplex(
                 DuplexMessage::Request { channel, id, .. } | DuplexMessage::Reply { channel, id, .. },
@@ -572,6 +668,38 @@ impl ServerMessage {
                 expires_in: *expires_in,
                 ..Envelope::new("refreshed")
             },
+            ServerMessage::Presence {
+                channel,
+                id,
+                clients,
+                cursor,
+            } => Envelope {
+                clients: Some(Cow::Owned(serde_json::to_value(clients).unwrap_or_default())),
+                cursor: borrowed(cursor.as_deref()),
+                ..call("presence", channel, None, id.as_ref())
+            },
+            ServerMessage::PresenceStats {
+                channel,
+                id,
+                clients,
+                users,
+            } => Envelope {
+                clients: Some(Cow::Owned(Value::from(*clients))),
+                users: Some(*users),
+                ..call("presence_stats", channel, None, id.as_ref())
+            },
+            ServerMessage::PresenceDiff {
+                channel,
+                params,
+                joins,
+                leaves,
+            } => Envelope {
+                channel: Some(Cow::Borrowed(channel)),
+                params: Some(Cow::Borrowed(params)),
+                joins: Some(Cow::Borrowed(joins)),
+                leaves: Some(Cow::Borrowed(leaves)),
+                ..Envelope::new("presence_diff")
+            },
         }
     }
 
@@ -632,6 +760,31 @@ impl ServerMessage {
             "refreshed" => ServerMessage::Refreshed {
                 id,
                 expires_in: envelope.expires_in,
+            },
+            "presence" => ServerMessage::Presence {
+                channel: named()?,
+                id,
+                clients: envelope
+                    .clients
+                    .clone()
+                    .map(Cow::into_owned)
+                    .map(serde_json::from_value)
+                    .transpose()
+                    .map_err(|err| format!("'presence' with malformed clients: {err}"))?
+                    .unwrap_or_default(),
+                cursor: envelope.cursor.clone().map(Cow::into_owned),
+            },
+            "presence_stats" => ServerMessage::PresenceStats {
+                channel: named()?,
+                id,
+                clients: envelope.clients.as_deref().and_then(Value::as_u64).unwrap_or(0),
+                users: envelope.users.unwrap_or(0),
+            },
+            "presence_diff" => ServerMessage::PresenceDiff {
+                channel: named()?,
+                params: envelope.params.clone().map(Cow::into_owned).unwrap_or(Value::Null),
+                joins: envelope.joins.clone().map(Cow::into_owned).unwrap_or_default(),
+                leaves: envelope.leaves.clone().map(Cow::into_owned).unwrap_or_default(),
             },
             _ => ServerMessage::Duplex(DuplexMessage::from_envelope(envelope)?),
         })

@@ -13,5 +13,5 @@ mod message;
 mod tests;
 pub(crate) mod text;
 
-pub(crate) use envelope::{Position, Publication};
+pub(crate) use envelope::{Position, PresenceMember, Publication};
 pub(crate) use message::{ActionStatus, ClientMessage, DuplexMessage, ServerMessage};

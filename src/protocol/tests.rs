@@ -61,6 +61,8 @@ fn every_example_of_protocol_md_parses_and_encodes_back() {
         "close",
         "connect",
         "refresh",
+        "presence",
+        "presence_stats",
     ];
     let server = [
         "subscribed",
@@ -76,6 +78,9 @@ fn every_example_of_protocol_md_parses_and_encodes_back() {
         "close",
         "connected",
         "refreshed",
+        "presence",
+        "presence_stats",
+        "presence_diff",
     ];
     let expected: std::collections::BTreeSet<(bool, String)> = client
         .iter()
@@ -183,7 +188,7 @@ mod fuzz {
     fn message_text() -> impl Strategy<Value = String> {
         let key = prop::sample::select(vec![
             "type", "channel", "data", "id", "token", "recover", "since", "limit", "event", "payload", "error",
-            "reason",
+            "reason", "cursor",
         ]);
         let kind = prop::sample::select(vec![
             "subscribe",
@@ -197,6 +202,8 @@ mod fuzz {
             "history",
             "connect",
             "refresh",
+            "presence",
+            "presence_stats",
             "bogus",
         ]);
         let leaf = prop_oneof![

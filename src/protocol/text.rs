@@ -94,3 +94,11 @@ pub fn rate_limited(per_sec: u32) -> String {
 pub fn too_many_subscriptions(max: usize) -> String {
     format!("Too many subscriptions: at most {max} per connection.")
 }
+
+/// `presence` or `presence_stats` on a channel without presence.
+pub fn no_presence(channel: &str) -> String {
+    format!("Channel '{channel}' has no presence.")
+}
+
+/// A `cursor` that is not one a presence reply gave.
+pub const INVALID_CURSOR: &str = "Invalid cursor: expected a cursor from a presence reply.";

@@ -52,7 +52,16 @@ pub struct Channel<P> {
     default_response: bool,
     history: Option<History>,
     access: SubscribeAccess,
+    presence: Option<PresenceSettings>,
     func: DataFn<P>,
+}
+
+/// A channel with presence: whether its subscribers are told joins and leaves, and over what
+/// window they are coalesced.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PresenceSettings {
+    pub join_leave: bool,
+    pub window: Duration,
 }
 
 /// Who may subscribe to a channel beyond its parameter checks.
@@ -97,6 +106,7 @@ where
             default_response: false,
             history: None,
             access: SubscribeAccess::default(),
+            presence: None,
             func: Arc::new(move |params: P| {
                 let fut = func(params);
                 async move {
@@ -163,6 +173,36 @@ where
         self
     }
 
+    /// Tracks who is in each topic (PROTOCOL.md, "Presence"): clients may ask `presence` (the
+    /// members: client id, user, info) and `presence_stats` (counts) with the same checks as
+    /// for subscribing.
+    pub fn presence(mut self) -> Self {
+        self.presence.get_or_insert(PresenceSettings {
+            join_leave: false,
+            window: Duration::from_millis(100),
+        });
+        self
+    }
+
+    /// Presence, and subscribers are told who joined and left (`presence_diff`), coalesced per
+    /// topic over 100 ms (see [`join_leave_window`](Self::join_leave_window)).
+    pub fn join_leave(self) -> Self {
+        let mut channel = self.presence();
+        if let Some(presence) = &mut channel.presence {
+            presence.join_leave = true;
+        }
+        channel
+    }
+
+    /// How long joins and leaves of one topic are gathered into one `presence_diff` (default
+    /// 100 ms): longer windows mean fewer messages in busy rooms.
+    pub fn join_leave_window(mut self, window: Duration) -> Self {
+        if let Some(presence) = &mut self.presence {
+            presence.window = window;
+        }
+        self
+    }
+
     /// Send the channel's data right after a client subscribes (SocketAPI's `default_response`).
     pub fn default_response(mut self) -> Self {
         self.default_response = true;
@@ -208,6 +248,7 @@ where
             default_response: self.default_response,
             history: self.history,
             access: self.access,
+            presence: self.presence,
             node: OnceLock::new(),
             prepare: Box::new(move |params: Value| {
                 let params: P = from_params(params)?;
@@ -240,6 +281,7 @@ pub(crate) struct ChannelDef {
     pub default_response: bool,
     pub history: Option<History>,
     pub access: SubscribeAccess,
+    pub presence: Option<PresenceSettings>,
     /// Set when the router is mounted on a node.
     pub node: OnceLock<Weak<NodeInner>>,
     prepare: Box<dyn Fn(Value) -> Result<Prepared, InvalidParams> + Send + Sync>,
@@ -265,6 +307,14 @@ impl ChannelDef {
             params.insert(field.clone(), value.clone());
         }
         Ok(Value::Object(params))
+    }
+
+    /// The subscribe-time parameters a key stands for, as an object (`{}` without any): how a
+    /// `presence_diff` names its topic.
+    pub fn params_of_key(&self, key: &str) -> Value {
+        let values: Vec<Value> = serde_json::from_str(key).unwrap_or_default();
+        let object = self.required.iter().cloned().zip(values).collect();
+        Value::Object(object)
     }
 
     /// The hub topic of this channel for a subscriber key.

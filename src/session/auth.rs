@@ -300,7 +300,7 @@ impl Session {
     /// The connection's client id: the node's name and the connection's number, unique across
     /// the nodes that share a broker.
     pub(super) fn client_id(&self, ws: &WebSocket) -> String {
-        format!("{}-{}", self.node.inner.name, ws.id())
+        self.node.client_id(ws.id())
     }
 
     /// The subscribe-time `data` as the channel sees it, after the identity's checks: a channel

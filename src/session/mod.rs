@@ -89,6 +89,23 @@ impl Session {
         }
         match message {
             ClientMessage::Connect { token, data, id } => self.connect(ws, token, data, id).await,
+            ClientMessage::Presence {
+                channel,
+                data,
+                id,
+                limit,
+                cursor,
+                token,
+            } => {
+                let page = Some((limit, cursor));
+                self.presence(ws, channel, data, id, token.as_deref(), page).await
+            }
+            ClientMessage::PresenceStats {
+                channel,
+                data,
+                id,
+                token,
+            } => self.presence(ws, channel, data, id, token.as_deref(), None).await,
             ClientMessage::Refresh { token, id } => self.refresh(ws, token, id).await,
             ClientMessage::Subscribe {
                 channel,
@@ -238,6 +255,9 @@ impl Session {
             if let Err(err) = self.node.join(&topic, ws, ack).await {
                 return reply(ws, error(err.to_string(), name, id));
             }
+            if def.presence.is_some() {
+                self.node.presence_join(&def, &topic, ws.id(), self.identity());
+            }
             self.topics.reserve_exact(1);
             self.topics.push(topic);
         }
@@ -283,6 +303,63 @@ impl Session {
             Ok(read) => reply(ws, history_reply(name, id, read)),
             Err(err) => reply(ws, error(err.to_string(), name, id)),
         }
+    }
+
+    /// `presence` (with `page`: its limit and cursor) or `presence_stats` (without): the topic
+    /// is checked as for subscribing, then its members or counts are read.
+    async fn presence(
+        &mut self,
+        ws: &WebSocket,
+        name: String,
+        data: Option<Value>,
+        id: Option<Value>,
+        token: Option<&str>,
+        page: Option<(Option<u64>, Option<String>)>,
+    ) {
+        if self
+            .node
+            .inner
+            .channels
+            .get(&name)
+            .is_some_and(|def| def.presence.is_none())
+        {
+            return reply(ws, error(text::no_presence(&name), name, id));
+        }
+        let Some((_, topic, _)) = self.topic_of(ws, &name, data.as_ref(), &id, false, token).await else {
+            return;
+        };
+        let presence = &self.node.inner.presence;
+        let Some((limit, cursor)) = page else {
+            let (clients, users) = presence.stats(&topic);
+            let (clients, users) = (clients as u64, users as u64);
+            return reply(
+                ws,
+                ServerMessage::PresenceStats {
+                    channel: name,
+                    id,
+                    clients,
+                    users,
+                },
+            );
+        };
+        let after = match cursor.as_deref().map(str::parse::<u64>) {
+            None => 0,
+            Some(Ok(after)) => after,
+            Some(Err(_)) => return reply(ws, error(text::INVALID_CURSOR, name, id)),
+        };
+        let limit = limit.map_or(0, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let page = presence.list(&topic, after, limit);
+        let clients = page.members.iter().map(|m| self.node.presence_member(m)).collect();
+        let cursor = page.next.map(|next| next.to_string());
+        reply(
+            ws,
+            ServerMessage::Presence {
+                channel: name,
+                id,
+                clients,
+                cursor,
+            },
+        );
     }
 
     /// Like SocketAPI, unsubscribing from a channel one is not subscribed to (or that does not
