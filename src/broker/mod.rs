@@ -12,6 +12,8 @@
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod redis_presence;
 mod stream;
 
 pub use memory::MemoryBroker;
@@ -125,5 +127,37 @@ pub trait Broker: Send + Sync + 'static {
         Box::pin(std::future::ready(Err(BrokerError(
             "this broker keeps no history".into(),
         ))))
+    }
+    /// True when the broker shares presence between nodes (PROTOCOL.md, "Presence"): the node
+    /// then records its members here and reads a topic's members from here. A broker that keeps
+    /// the defaults shares none, and each node's own members are all there are.
+    fn shares_presence(&self) -> bool {
+        false
+    }
+
+    /// `client` is a member of `topic`; `member` is its JSON (`user`, `info`, `node`, `at`).
+    fn presence_add(&self, topic: &str, client: &str, member: String) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let _ = (topic, client, member);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// `client` is no longer a member of `topic`.
+    fn presence_remove(&self, topic: &str, client: &str) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let _ = (topic, client);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// The node named `node` is alive for `ttl` more: its members count until then, and no
+    /// longer once it stops saying so (it died).
+    fn presence_alive(&self, node: &str, ttl: std::time::Duration) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let _ = (node, ttl);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Every member of `topic` on a live node, as (client, member JSON), in the order they
+    /// joined; the entries of dead nodes are dropped.
+    fn presence_members(&self, topic: &str) -> BoxFuture<'static, Result<Vec<(String, String)>, BrokerError>> {
+        let _ = topic;
+        Box::pin(std::future::ready(Ok(Vec::new())))
     }
 }

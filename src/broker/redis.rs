@@ -218,7 +218,7 @@ pub struct RedisBroker {
     start: Mutex<Option<oneshot::Sender<Delivery>>>,
 }
 
-struct Shared {
+pub(super) struct Shared {
     /// The URL without credentials, for messages.
     url: String,
     client: redis::Client,
@@ -384,6 +384,30 @@ impl Broker for RedisBroker {
         Box::pin(async move { shared.publish_to_stream(keys, head, policy).await })
     }
 
+    fn shares_presence(&self) -> bool {
+        true
+    }
+
+    fn presence_add(&self, topic: &str, client: &str, member: String) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let (shared, topic, client) = (self.shared.clone(), topic.to_owned(), client.to_owned());
+        Box::pin(async move { shared.presence_add(&topic, &client, member).await })
+    }
+
+    fn presence_remove(&self, topic: &str, client: &str) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let (shared, topic, client) = (self.shared.clone(), topic.to_owned(), client.to_owned());
+        Box::pin(async move { shared.presence_remove(&topic, &client).await })
+    }
+
+    fn presence_alive(&self, node: &str, ttl: std::time::Duration) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let (shared, node) = (self.shared.clone(), node.to_owned());
+        Box::pin(async move { shared.presence_alive(&node, ttl).await })
+    }
+
+    fn presence_members(&self, topic: &str) -> BoxFuture<'static, Result<Vec<(String, String)>, BrokerError>> {
+        let (shared, topic) = (self.shared.clone(), topic.to_owned());
+        Box::pin(async move { shared.presence_members(&topic).await })
+    }
+
     /// One script, then, if this node is subscribed to the topic, a fence on the pub/sub
     /// connection (see the module's documentation).
     fn read_stream(
@@ -420,7 +444,7 @@ impl Shared {
     }
 
     /// The publishing connection, connected if needed.
-    async fn publisher(&self) -> Result<MultiplexedConnection, BrokerError> {
+    pub(super) async fn publisher(&self) -> Result<MultiplexedConnection, BrokerError> {
         if let Some(connection) = self.fast_publisher()? {
             return Ok(connection);
         }
@@ -480,7 +504,7 @@ impl Shared {
 
     /// A command on the publishing connection failed: an error answered by Redis leaves the
     /// connection usable; anything else may mean it is broken, and the next call makes a new one.
-    fn command_failed(&self, err: &RedisError) -> BrokerError {
+    pub(super) fn command_failed(&self, err: &RedisError) -> BrokerError {
         if !matches!(err.kind(), redis::ErrorKind::Server(_)) {
             self.drop_publisher();
         }
