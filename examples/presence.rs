@@ -1,7 +1,7 @@
 //! Presence: who is in a room, and who came and went.
 //!
 //! `cargo run --release --example presence -- --bind 127.0.0.1:8000 [--broker redis://127.0.0.1:6379]
-//! [--hmac-secret SECRET]`
+//! [--hmac-secret SECRET] [--presence-ttl-secs 30]`
 //!
 //! Serves at `/` (and `POST /_broadcast`, `POST /_presence`, `POST /_presence_stats`,
 //! `GET /metrics`): channel `room` with presence and join_leave, keyed by `room: str` (required on
@@ -25,6 +25,9 @@ struct Args {
     /// a `connect`, a connection is anonymous).
     #[arg(long, value_name = "SECRET")]
     hmac_secret: Option<String>,
+    /// With `--broker`: seconds the members of a node that died still count.
+    #[arg(long, default_value_t = 30)]
+    presence_ttl_secs: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -56,7 +59,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let args = Args::parse();
-    let mut builder = Node::builder(router());
+    let ttl = std::time::Duration::from_secs(args.presence_ttl_secs.max(1));
+    let mut builder = Node::builder(router()).presence_ttl(ttl);
     if let Some(secret) = &args.hmac_secret {
         builder = builder.auth(Jwt::hmac(secret).into_auth().optional());
     }

@@ -108,6 +108,9 @@ impl Shared {
             members.retain(|m| !dead.contains(&&m.3));
         }
         members.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        Ok(members.into_iter().map(|(_, client, member, _)| (client, member)).collect())
+        Ok(members
+            .into_iter()
+            .map(|(_, client, member, _)| (client, member))
+            .collect())
     }
 }

@@ -14,6 +14,7 @@
 //! drain_timeout_secs = 10          # on SIGTERM/Ctrl-C: wait this long at most for connections to end
 //! drain_window_ms = 2000           # spread the WebSocket closes (1001) over this long (past 100)
 //! allowed_origins = ["https://app.example.com"]
+//! presence_ttl_secs = 30           # Redis broker: how long a dead node's members still count
 //! [auth]                           # and [proxy], [limits]: see identity.rs
 //! hmac_secret = "change-me"
 //! ```
@@ -37,6 +38,7 @@ pub struct FileConfig {
     pub drain_timeout_secs: Option<u64>,
     pub drain_window_ms: Option<u64>,
     pub allowed_origins: Option<Vec<String>>,
+    pub presence_ttl_secs: Option<u64>,
     #[serde(default)]
     pub auth: super::identity::AuthSection,
     #[serde(default)]

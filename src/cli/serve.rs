@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// (WebSockets are closed with 1001, in jittered batches when there are many) [default: 10].
     #[arg(long)]
     drain_timeout_secs: Option<u64>,
+    /// With the Redis broker: seconds the presence of a node that stopped (died) still counts
+    /// [default: 30].
+    #[arg(long)]
+    presence_ttl_secs: Option<u64>,
     #[command(flatten)]
     identity: super::identity::IdentityArgs,
 }
@@ -73,8 +77,10 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         file.allowed_origins.as_ref(),
     )?;
     let (router, ticker) = demo::router();
+    let presence_ttl = args.presence_ttl_secs.or(file.presence_ttl_secs).unwrap_or(30).max(1);
     let mut builder = Node::builder(router)
         .ws_config(ws_config)
+        .presence_ttl(Duration::from_secs(presence_ttl))
         .limits(identity.limits)
         .allowed_origins(identity.origins);
     if let Some(auth) = identity.auth {

@@ -125,18 +125,16 @@ pub(crate) fn presence_endpoint<S: Clone + Send + Sync + 'static>(node: Node, st
                 return error(StatusCode::UNPROCESSABLE_ENTITY, &text::invalid_params(&channel));
             };
             let topic = def.topic(&key);
-            let presence = &node.inner.presence;
             if stats {
-                let (clients, users) = presence.stats(&topic);
-                return Json(json!({ "clients": clients, "users": users })).into_response();
+                return match node.presence_counts(&topic).await {
+                    Ok((clients, users)) => Json(json!({ "clients": clients, "users": users })).into_response(),
+                    Err(message) => error(StatusCode::SERVICE_UNAVAILABLE, &message),
+                };
             }
-            let members: Vec<_> = presence
-                .list(&topic, 0, 0)
-                .members
-                .iter()
-                .map(|m| node.presence_member(m))
-                .collect();
-            Json(json!({ "clients": members })).into_response()
+            match node.presence_page(&topic, None, 0).await {
+                Ok((members, _)) => Json(json!({ "clients": members })).into_response(),
+                Err(message) => error(StatusCode::SERVICE_UNAVAILABLE, &message),
+            }
         }
     })
 }

@@ -115,8 +115,11 @@ pub(crate) struct NodeInner {
     /// A random name for this node, the first part of its connections' client ids (unique
     /// across the nodes sharing a broker).
     pub name: String,
-    /// Who is in the topics of channels with presence.
+    /// Who is in the topics of channels with presence (this node's members).
     pub presence: Presence,
+    /// With a broker that shares presence: the queue of this node's joins and leaves to record
+    /// there (in order), and its heartbeat.
+    pub presence_sync: presence::Sync,
     /// What one client may ask of the node.
     pub limits: Limits,
     /// Which web pages may open connections.
@@ -152,6 +155,7 @@ pub struct NodeBuilder {
     drain: ws::Drain,
     auth: Option<Auth>,
     proxy: Option<Proxy>,
+    presence_ttl: std::time::Duration,
     limits: Limits,
     origins: Origins,
 }
@@ -163,6 +167,13 @@ impl NodeBuilder {
     /// authenticates connections when no [`auth`](Self::auth) is set.
     pub fn proxy(mut self, proxy: Proxy) -> Self {
         self.proxy = Some(proxy);
+        self
+    }
+
+    /// With a broker that shares presence (Redis): how long the members of a node that stopped
+    /// renewing its liveness still count (default 30 s; renewed every third of it).
+    pub fn presence_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.presence_ttl = ttl;
         self
     }
 
@@ -255,6 +266,7 @@ impl NodeBuilder {
             deadlines: Deadlines::default(),
             name: format!("{:08x}", fastrand::u32(..)),
             presence: Presence::default(),
+            presence_sync: presence::Sync::new(self.presence_ttl),
             connection_rate: ConnectionRate::new(&self.limits),
             user_connections: UserConnections::default(),
             limits: self.limits,
@@ -287,6 +299,7 @@ impl Node {
             drain: ws::Drain::default(),
             auth: None,
             proxy: None,
+            presence_ttl: std::time::Duration::from_secs(30),
             limits: Limits::default(),
             origins: Origins::default(),
         }
@@ -535,11 +548,13 @@ impl Node {
         let key = topic.split_once('#').map_or("", |(_, key)| key);
         let params = def.params_of_key(key);
         let member = Member { connection, identity };
-        if self
-            .inner
-            .presence
-            .join(topic, &def.name, &params, member, settings.join_leave)
-        {
+        if self.inner.broker.shares_presence() {
+            let shared = presence::shared_member(&self.presence_member(&member), &self.inner.name);
+            let client = self.client_id(connection);
+            self.inner.presence_sync.add(&self.inner, topic, client, shared);
+        }
+        let presence = &self.inner.presence;
+        if presence.join(topic, &def.name, &params, member, settings.join_leave) {
             self.schedule_diff(topic, settings.window);
         }
     }
@@ -549,9 +564,72 @@ impl Node {
         let Some(settings) = self.channel_of_topic(topic).and_then(|def| def.presence) else {
             return;
         };
+        if self.inner.broker.shares_presence() {
+            self.inner
+                .presence_sync
+                .remove(&self.inner, topic, self.client_id(connection));
+        }
         if self.inner.presence.leave(topic, connection, settings.join_leave) {
             self.schedule_diff(topic, settings.window);
         }
+    }
+
+    /// A page of `topic`'s members (every node's, with a broker that shares presence): at most
+    /// `limit` (0: all) after `cursor`, and the cursor of the next page. `Err` is the text for
+    /// the client.
+    pub(crate) async fn presence_page(
+        &self,
+        topic: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<PresenceMember>, Option<String>), String> {
+        let after = match cursor.map(str::parse::<u64>) {
+            None => 0,
+            Some(Ok(after)) => after,
+            Some(Err(_)) => return Err(crate::protocol::text::INVALID_CURSOR.to_owned()),
+        };
+        if !self.inner.broker.shares_presence() {
+            let page = self.inner.presence.list(topic, after, limit);
+            let members = page.members.iter().map(|m| self.presence_member(m)).collect();
+            return Ok((members, page.next.map(|next| next.to_string())));
+        }
+        // Shared: the cursor is a position in the join order.
+        let all = self.shared_members(topic).await?;
+        let start = usize::try_from(after).unwrap_or(usize::MAX).min(all.len());
+        let end = if limit == 0 {
+            all.len()
+        } else {
+            start.saturating_add(limit).min(all.len())
+        };
+        let next = (end < all.len()).then(|| end.to_string());
+        Ok((all[start..end].to_vec(), next))
+    }
+
+    /// `topic`'s member count and distinct non-empty users (every node's, with a broker that
+    /// shares presence).
+    pub(crate) async fn presence_counts(&self, topic: &str) -> Result<(u64, u64), String> {
+        if !self.inner.broker.shares_presence() {
+            let (clients, users) = self.inner.presence.stats(topic);
+            return Ok((clients as u64, users as u64));
+        }
+        let all = self.shared_members(topic).await?;
+        let mut users: Vec<&str> = all.iter().map(|m| m.user.as_str()).filter(|u| !u.is_empty()).collect();
+        users.sort_unstable();
+        users.dedup();
+        Ok((all.len() as u64, users.len() as u64))
+    }
+
+    async fn shared_members(&self, topic: &str) -> Result<Vec<PresenceMember>, String> {
+        let entries = self
+            .inner
+            .broker
+            .presence_members(topic)
+            .await
+            .map_err(|err| err.to_string())?;
+        Ok(entries
+            .into_iter()
+            .map(|(client, member)| presence::member_of_shared(client, &member))
+            .collect())
     }
 
     /// After `window`, the joins and leaves of `topic` gathered meanwhile go to its subscribers

@@ -6,13 +6,19 @@
 //! session, not copied): ~100 bytes per member with the indexes, so a 100 000-member room costs
 //! ~10 MB. Counts are kept as members come and go, so `presence_stats` never walks the list.
 
+use super::NodeInner;
 use crate::auth::Identity;
+use crate::broker::Broker;
+use crate::protocol::PresenceMember;
 use parking_lot::Mutex;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::sync::mpsc;
 
 const SHARDS: usize = 16;
 
@@ -206,6 +212,110 @@ impl Presence {
     pub fn stats(&self, topic: &str) -> (usize, usize) {
         let shard = self.shard(topic).lock();
         shard.get(topic).map_or((0, 0), |e| (e.by_seq.len(), e.users.len()))
+    }
+}
+
+/// A member as a broker that shares presence keeps it: the wire's `user` and `info`, plus its
+/// node (whose liveness decides whether it counts) and its join time (the listing order).
+pub(crate) fn shared_member(member: &PresenceMember, node: &str) -> String {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    json!({ "user": member.user, "info": member.info, "node": node, "at": at }).to_string()
+}
+
+/// A member read back from the broker.
+pub(crate) fn member_of_shared(client: String, member: &str) -> PresenceMember {
+    let value: Value = serde_json::from_str(member).unwrap_or(Value::Null);
+    PresenceMember {
+        client,
+        user: value["user"].as_str().unwrap_or_default().to_owned(),
+        info: value.get("info").filter(|info| !info.is_null()).cloned(),
+    }
+}
+
+enum Op {
+    Add {
+        topic: String,
+        client: String,
+        member: String,
+    },
+    Remove {
+        topic: String,
+        client: String,
+    },
+}
+
+/// Records this node's joins and leaves in a broker that shares presence, one at a time and in
+/// order (a leave never overtakes its join), and renews the node's liveness every third of the
+/// TTL — one key per node, however many members it has.
+pub(crate) struct Sync {
+    ttl: Duration,
+    queue: OnceLock<mpsc::UnboundedSender<Op>>,
+}
+
+impl Sync {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            queue: OnceLock::new(),
+        }
+    }
+
+    pub fn add(&self, node: &NodeInner, topic: &str, client: String, member: String) {
+        self.send(
+            node,
+            Op::Add {
+                topic: topic.to_owned(),
+                client,
+                member,
+            },
+        );
+    }
+
+    pub fn remove(&self, node: &NodeInner, topic: &str, client: String) {
+        self.send(
+            node,
+            Op::Remove {
+                topic: topic.to_owned(),
+                client,
+            },
+        );
+    }
+
+    fn send(&self, node: &NodeInner, op: Op) {
+        let queue = self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run(node.broker.clone(), node.name.clone(), self.ttl, rx));
+            tx
+        });
+        let _ = queue.send(op);
+    }
+}
+
+/// Ends when the node (the queue's sender) is gone.
+async fn run(broker: std::sync::Arc<dyn Broker>, node: String, ttl: Duration, mut ops: mpsc::UnboundedReceiver<Op>) {
+    let mut heartbeat = tokio::time::interval((ttl / 3).max(Duration::from_millis(100)));
+    loop {
+        tokio::select! {
+            // Biased: the first tick (at once) renews the node before its first member is added.
+            biased;
+            _ = heartbeat.tick() => {
+                if let Err(err) = broker.presence_alive(&node, ttl).await {
+                    tracing::warn!(%err, "presence: node liveness not renewed");
+                }
+            }
+            op = ops.recv() => {
+                let result = match op {
+                    None => return,
+                    Some(Op::Add { topic, client, member }) => broker.presence_add(&topic, &client, member).await,
+                    Some(Op::Remove { topic, client }) => broker.presence_remove(&topic, &client).await,
+                };
+                if let Err(err) = result {
+                    tracing::warn!(%err, "presence: a join or leave not recorded in the broker");
+                }
+            }
+        }
     }
 }
 

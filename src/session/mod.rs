@@ -328,38 +328,33 @@ impl Session {
         let Some((_, topic, _)) = self.topic_of(ws, &name, data.as_ref(), &id, false, token).await else {
             return;
         };
-        let presence = &self.node.inner.presence;
         let Some((limit, cursor)) = page else {
-            let (clients, users) = presence.stats(&topic);
-            let (clients, users) = (clients as u64, users as u64);
-            return reply(
+            return match self.node.presence_counts(&topic).await {
+                Ok((clients, users)) => reply(
+                    ws,
+                    ServerMessage::PresenceStats {
+                        channel: name,
+                        id,
+                        clients,
+                        users,
+                    },
+                ),
+                Err(message) => reply(ws, error(message, name, id)),
+            };
+        };
+        let limit = limit.map_or(0, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        match self.node.presence_page(&topic, cursor.as_deref(), limit).await {
+            Ok((clients, cursor)) => reply(
                 ws,
-                ServerMessage::PresenceStats {
+                ServerMessage::Presence {
                     channel: name,
                     id,
                     clients,
-                    users,
+                    cursor,
                 },
-            );
-        };
-        let after = match cursor.as_deref().map(str::parse::<u64>) {
-            None => 0,
-            Some(Ok(after)) => after,
-            Some(Err(_)) => return reply(ws, error(text::INVALID_CURSOR, name, id)),
-        };
-        let limit = limit.map_or(0, |l| usize::try_from(l).unwrap_or(usize::MAX));
-        let page = presence.list(&topic, after, limit);
-        let clients = page.members.iter().map(|m| self.node.presence_member(m)).collect();
-        let cursor = page.next.map(|next| next.to_string());
-        reply(
-            ws,
-            ServerMessage::Presence {
-                channel: name,
-                id,
-                clients,
-                cursor,
-            },
-        );
+            ),
+            Err(message) => reply(ws, error(message, name, id)),
+        }
     }
 
     /// Like SocketAPI, unsubscribing from a channel one is not subscribed to (or that does not
