@@ -1,16 +1,19 @@
 // The demo page (assets/index.html, served by `switchboard serve`) in headless Chromium.
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { launch, startServer, screenshot } from './lib.mjs';
+import { launch, startServer, screenshot, demoPage } from './lib.mjs';
 
 let server;
 let browser;
+let demo;
 before(async () => {
   server = await startServer('switchboard');
   browser = await launch();
+  demo = await demoPage(server);
 });
 after(async () => {
   await browser?.close();
+  await demo?.close();
   await server?.stop();
 });
 afterEach(async (t) => {
@@ -23,7 +26,7 @@ afterEach(async (t) => {
 
 async function openPage() {
   const page = await browser.newPage();
-  await page.goto(server.url + '/');
+  await page.goto(demo.url + '/');
   await page.waitForSelector('#state[data-state=open]', { timeout: 10000 });
   return page;
 }

@@ -13,6 +13,8 @@
  * With a `token`, `getToken` or `connectData` the client authenticates: `connect` first on every
  * connection and nothing else until the server's `connected`; a `refresh` a little before the
  * identity expires; after a 4005 ("token expired") a fresh token from `getToken` and a reconnect.
+ * On a channel with presence, `presence` lists the members of a topic and `watchPresence` keeps a
+ * live member list (a snapshot, then the server's joins and leaves; again after every reconnect).
  * Zero runtime dependencies.
  */
 
@@ -155,6 +157,49 @@ export interface HistoryResult<T = any> extends Position {
   publications: { offset: number; data: T }[];
 }
 
+/** A member of a channel with presence: a subscriber of the topic (the channel plus its subscribe-time parameters). */
+export interface PresenceMember {
+  /** The member's client id (one per connection). */
+  client: string;
+  /** Its user id ('' for an anonymous connection). */
+  user: string;
+  /** Its identity's `info` (only when it has one). */
+  info?: Record<string, any>;
+}
+
+export interface PresenceOptions extends RequestOptions {
+  /** At most this many members (a page); the answer's `cursor` asks for the next. */
+  limit?: number;
+  /** The `cursor` of the previous page. */
+  cursor?: string;
+  /** The subscription token of a channel that needs one, or a function giving it (default: the client's `getSubscriptionToken`). */
+  token?: string | (() => string | Promise<string>);
+}
+
+/** The answer to `presence()`: members, oldest first; `cursor` only when more pages follow. */
+export interface PresencePage {
+  clients: PresenceMember[];
+  cursor?: string;
+}
+
+/** The answer to `presenceStats()`: the number of members, and of distinct non-anonymous users. */
+export interface PresenceStats {
+  clients: number;
+  users: number;
+}
+
+export interface WatchPresenceOptions {
+  /**
+   * Called with the error when the member list cannot be had: the subscription is refused, or
+   * `presence` is (say `Channel 'x' has no presence.`). Default: the client's `onError`.
+   */
+  onError?: (error: ServerError | TokenError | TimeoutError) => void;
+  /** Ask for the members this many at a time (pages are followed to the end); default: the server's. */
+  limit?: number;
+  /** The subscription token of a channel that needs one (see {@link SubscribeOptions.token}). */
+  token?: string | (() => string | Promise<string>);
+}
+
 /** Base class of the client's errors. */
 export class SwitchboardError extends Error {
   constructor(message: string, name: string) {
@@ -243,6 +288,22 @@ export interface Client {
    * Rejects with a ServerError for a channel without history.
    */
   history<T = any>(channel: string, params?: Record<string, unknown>, options?: HistoryOptions): Promise<HistoryResult<T>>;
+  /**
+   * The members of a channel with presence (with its subscribe-time `params`), oldest first: all of
+   * them, or a page of `limit` with a `cursor` for the next when more follow. Rejects with a
+   * ServerError for a channel without presence, or when the client may not subscribe.
+   */
+  presence(channel: string, params?: Record<string, unknown>, options?: PresenceOptions): Promise<PresencePage>;
+  /** How many members (`clients`) and distinct non-anonymous users (`users`) a topic of a channel with presence has. */
+  presenceStats(channel: string, params?: Record<string, unknown>, options?: Omit<PresenceOptions, 'limit' | 'cursor'>): Promise<PresenceStats>;
+  /**
+   * Keep a live member list of a channel with presence and join_leave: subscribes (or shares the
+   * subscription), asks `presence` (every page), then applies the server's joins and leaves of this
+   * topic; after every reconnect it asks again and replaces the list. `onChange` gets a new array,
+   * oldest first, each time the list changes (the first time once the members are known, even when
+   * none). Returns the function that stops it (and unsubscribes).
+   */
+  watchPresence(channel: string, params: Record<string, unknown> | undefined, onChange: (members: PresenceMember[]) => void, options?: WatchPresenceOptions): () => void;
   /** Call a server action; resolves with its result. */
   action<T = any>(name: string, data?: Record<string, unknown>, options?: RequestOptions): Promise<T>;
   /** Open (or join) a bidirectional channel. */
@@ -333,6 +394,16 @@ const OPEN = 1;
 function listen<T>(set: Set<T>, fn: T): () => void {
   set.add(fn);
   return () => void set.delete(fn);
+}
+
+/** JSON with sorted keys: parameters compared by value. */
+function canon(v: any): string {
+  if (Array.isArray(v)) return '[' + v.map(canon).join(',') + ']';
+  if (v && typeof v === 'object') {
+    const keys = Object.keys(v).filter((k) => v[k] !== undefined).sort();
+    return '{' + keys.map((k) => JSON.stringify(k) + ':' + canon(v[k])).join(',') + '}';
+  }
+  return JSON.stringify(v);
 }
 
 function call(fn: Function, ...args: unknown[]): void {
@@ -432,6 +503,8 @@ class ClientImpl implements Client {
   private chanFns = new Set<(b: Bridge) => void>();
   private errorFns = new Set<(e: ServerError | TokenError) => void>();
   private identityFns = new Set<(i: Identity | undefined) => void>();
+  /** The live member lists' handlers of `presence_diff`. */
+  private diffFns = new Set<(msg: Msg) => void>();
   identity?: Identity;
   /** Authenticate (`connect` first) on every connection. */
   private auth: boolean;
@@ -759,6 +832,8 @@ class ClientImpl implements Client {
         return;
       }
       case 'history':
+      case 'presence':
+      case 'presence_stats':
       case 'action':
       case 'reply': {
         // an action answer, or the answer to one of our channel requests
@@ -767,9 +842,12 @@ class ClientImpl implements Client {
         this.pending.delete(key);
         clearTimeout(p.timer);
         if (msg.type === 'reply' && msg.error != null) p.fail(new ServerError(String(msg.error)));
-        else p.ok(msg.type === 'history' ? msg : msg.type === 'reply' ? msg.payload : msg.data);
+        else p.ok(msg.type === 'action' ? msg.data : msg.type === 'reply' ? msg.payload : msg);
         return;
       }
+      case 'presence_diff':
+        for (const fn of [...this.diffFns]) call(fn, msg);
+        return;
       case 'opened': {
         const ask = this.asks.get(key);
         this.asks.delete(key);
@@ -955,14 +1033,108 @@ class ClientImpl implements Client {
     const msg: Msg = { type: 'history', channel, data: params };
     if (options.limit != null) msg.limit = options.limit;
     if (options.since) msg.since = { offset: options.since.offset, epoch: options.since.epoch };
+    return this.askTopic(msg, options.token, options).then((m) => ({ publications: m.publications ?? [], offset: m.offset, epoch: m.epoch }));
+  }
+
+  /** Ask about a topic (`msg.channel`, `msg.data`) with its subscription token: `token`, or the client's `getSubscriptionToken`. */
+  private askTopic(msg: Msg, token: SubscribeOptions['token'], options: RequestOptions): Promise<Msg> {
     const get = this.o.getSubscriptionToken;
     return Promise.resolve()
-      .then(() => options.token ?? (get ? get(channel, params) : undefined))
-      .then((token) => {
-        if (token != null) msg.token = token;
+      .then(() => (typeof token === 'function' ? token() : token ?? (get ? get(msg.channel, msg.data) : undefined)))
+      .then((t) => {
+        if (t != null) msg.token = t;
         return this.ask<Msg>(msg, options);
-      })
-      .then((m) => ({ publications: m.publications ?? [], offset: m.offset, epoch: m.epoch }));
+      });
+  }
+
+  // ---- presence ----
+
+  presence(channel: string, params: Record<string, unknown> = {}, options: PresenceOptions = {}): Promise<PresencePage> {
+    const msg: Msg = { type: 'presence', channel, data: params };
+    if (options.limit != null) msg.limit = options.limit;
+    if (options.cursor != null) msg.cursor = options.cursor;
+    return this.askTopic(msg, options.token, options).then((m) => {
+      const page: PresencePage = { clients: m.clients ?? [] };
+      if (m.cursor != null) page.cursor = m.cursor;
+      return page;
+    });
+  }
+
+  presenceStats(channel: string, params: Record<string, unknown> = {}, options: PresenceOptions = {}): Promise<PresenceStats> {
+    return this.askTopic({ type: 'presence_stats', channel, data: params }, options.token, options).then((m) => ({ clients: m.clients, users: m.users }));
+  }
+
+  watchPresence(channel: string, params: Record<string, unknown> = {}, onChange: (members: PresenceMember[]) => void, options: WatchPresenceOptions = {}): () => void {
+    const topic = canon(params);
+    let members = new Map<string, PresenceMember>();
+    /** While a snapshot is asked for: the joins, and the clients that left, seen meanwhile (applied on top of it). */
+    let asking: { joins: Map<string, PresenceMember>; gone: Set<string> } | undefined;
+    let round = 0;
+    let shown: string | undefined;
+    let stopped = false;
+    const fail = (err: ServerError | TokenError | TimeoutError) => {
+      if (stopped) return;
+      if (options.onError) call(options.onError, err);
+      else this.reportError(err);
+    };
+    const show = () => {
+      const list = [...members.values()];
+      const sig = JSON.stringify(list);
+      if (!stopped && sig !== shown) {
+        shown = sig;
+        call(onChange, list);
+      }
+    };
+    // the members now: every page of `presence`; asked again after each (re-)subscribe
+    const load = async () => {
+      const r = ++round;
+      const seen = (asking = { joins: new Map(), gone: new Set() });
+      const all: PresenceMember[] = [];
+      let cursor: string | undefined;
+      try {
+        do {
+          const page = await this.presence(channel, params, { limit: options.limit, cursor, token: options.token });
+          if (r !== round) return;
+          all.push(...page.clients);
+          cursor = page.cursor;
+        } while (cursor);
+      } catch (err) {
+        if (r !== round) return;
+        asking = undefined;
+        // a dropped connection asks again after its re-subscribe
+        if (!(err instanceof ClosedError)) fail(err as ServerError);
+        return;
+      }
+      asking = undefined;
+      // A diff seen meanwhile may be older or newer than the snapshot: joins are added (a member that
+      // left since is removed by a leave, seen already or to come), members seen leaving are not.
+      members = new Map();
+      for (const m of [...all, ...seen.joins.values()]) if (!seen.gone.has(m.client)) members.set(m.client, m);
+      show();
+    };
+    const off = listen(this.diffFns, (msg: Msg) => {
+      if (msg.channel !== channel || canon(msg.params ?? {}) !== topic) return;
+      // leaves first: a client that left and subscribed again within the window is back
+      for (const m of msg.leaves ?? []) {
+        members.delete(m.client);
+        asking?.joins.delete(m.client);
+        asking?.gone.add(m.client);
+      }
+      for (const m of msg.joins ?? []) {
+        members.set(m.client, m);
+        asking?.joins.set(m.client, m);
+        asking?.gone.delete(m.client);
+      }
+      // before the snapshot, the list would be partial
+      if (!asking) show();
+    });
+    const unsubscribe = this.subscribe(channel, params, () => {}, { token: options.token, onSubscribed: load, onError: fail });
+    return () => {
+      stopped = true;
+      round++;
+      off();
+      unsubscribe();
+    };
   }
 
   action<T = any>(name: string, data: Record<string, unknown> = {}, options?: RequestOptions): Promise<T> {

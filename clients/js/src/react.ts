@@ -2,7 +2,7 @@
  * React hooks for switchboard-client (entry `switchboard-client/react`; React is a peer dependency).
  */
 import { useEffect, useRef, useState } from 'react';
-import type { Bridge, Client, ConnectionState, Identity, SubscribedInfo } from './index.js';
+import type { Bridge, Client, ConnectionState, Identity, PresenceMember, SubscribedInfo, WatchPresenceOptions } from './index.js';
 
 /**
  * Open the bidirectional channel `name` for the life of the component (like Pulse's `usePulseChannel`).
@@ -123,4 +123,36 @@ export function useIdentity(client: Client | null | undefined): Identity | undef
     return client.onIdentity(setIdentity);
   }, [client]);
   return identity;
+}
+
+const NOBODY: PresenceMember[] = [];
+
+/**
+ * The live member list of a topic of a channel with presence and join_leave (`client.watchPresence`),
+ * oldest first: `[]` until the members are known, then a new array only when the list changes (the
+ * same array otherwise, so it can key memos and effects). Kept for the life of the component; asked
+ * again when `client`, `channel` or `params` change (`params` compared by value), and after every
+ * reconnect. `options.onError` reports a refusal (the latest callback is used).
+ */
+export function usePresence(
+  client: Client | null | undefined,
+  channel: string,
+  params?: Record<string, unknown>,
+  options?: Pick<WatchPresenceOptions, 'onError' | 'limit'>,
+): PresenceMember[] {
+  const [members, setMembers] = useState<PresenceMember[]>(NOBODY);
+  const latest = useRef(options);
+  latest.current = options;
+  const key = JSON.stringify(params ?? {});
+  useEffect(() => {
+    setMembers(NOBODY);
+    if (!client) return;
+    const onError = latest.current?.onError;
+    return client.watchPresence(channel, params, setMembers, {
+      limit: latest.current?.limit,
+      onError: onError && ((err) => latest.current?.onError?.(err)),
+    });
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [client, channel, key]);
+  return members;
 }
