@@ -269,3 +269,30 @@ async fn other_processes_read_presence_over_http() {
     let _ = WAIT;
     let _ = Duration::ZERO;
 }
+
+#[tokio::test]
+async fn the_rust_client_keeps_a_live_member_list() {
+    use switchboard::client::Client as RustClient;
+    let server = start().await;
+    let url = format!("ws://{}/", server.addr);
+    let first = RustClient::connect(&url, Default::default()).await.unwrap();
+    let mut watch = first.watch_presence("room", json!({"room": "live"})).await.unwrap();
+    assert_eq!(watch.members().len(), 1, "itself");
+    let second = RustClient::connect(&url, Default::default()).await.unwrap();
+    let other = second.watch_presence("room", json!({"room": "live"})).await.unwrap();
+    members_become(&mut watch, 2).await;
+    drop(other);
+    second.close();
+    members_become(&mut watch, 1).await;
+    let stats = first.presence_stats("room", json!({"room": "live"})).await.unwrap();
+    assert_eq!((stats.clients, stats.users), (1, 0));
+}
+
+/// Waits until the watched list has `n` members (panics after WAIT).
+async fn members_become(watch: &mut switchboard::client::PresenceWatch, n: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while watch.members().len() != n {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", watch.members());
+        let _ = tokio::time::timeout(Duration::from_millis(200), watch.changed()).await;
+    }
+}

@@ -72,7 +72,7 @@ pub use close::{ServerClose, NO_RECONNECT_CODES, RECONNECT_CODES, TOKEN_EXPIRED}
 pub use duplex::{ChannelState, ClientChannel, Remover};
 pub use error::ClientError;
 pub use history::{History, Position, Publication};
-pub use presence::{Member, PresenceStats};
+pub use presence::{Member, PresenceStats, PresenceWatch};
 pub use subscription::{Subscription, SubscriptionEvent};
 
 use crate::protocol::ClientMessage;
@@ -351,28 +351,31 @@ impl Client {
     /// [`ClientError::Remote`] with the server's text.
     pub async fn presence(&self, channel: &str, params: Value) -> Result<Vec<Member>, ClientError> {
         let params = if params.is_null() { json!({}) } else { params };
+        self.shared().fetch_presence(channel, &params).await
+    }
+
+    /// A live member list of the presence topic `channel` with `params`: subscribes (diffs go to
+    /// subscribers), reads the members, then applies every `presence_diff` of the topic; after a
+    /// reconnect the list is read again. The subscription lasts as long as the watch.
+    ///
+    /// ```no_run
+    /// # async fn run(client: switchboard::client::Client) -> Result<(), switchboard::client::ClientError> {
+    /// use serde_json::json;
+    /// let mut room = client.watch_presence("room", json!({"room": "lobby"})).await?;
+    /// while room.changed().await {
+    ///     println!("{} here", room.members().len());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn watch_presence(&self, channel: &str, params: Value) -> Result<PresenceWatch, ClientError> {
+        let params = if params.is_null() { json!({}) } else { params };
         let shared = self.shared();
-        let mut members = Vec::new();
-        let mut cursor = None;
-        loop {
-            let message = ClientMessage::Presence {
-                channel: channel.to_owned(),
-                data: Some(params.clone()),
-                id: None,
-                limit: Some(1000),
-                cursor: cursor.take(),
-                token: None,
-            };
-            let what = format!("presence of '{channel}'");
-            let answer = shared.call(message, shared.config.request_timeout, what).await?;
-            let page: presence::Page = serde_json::from_value(answer)
-                .map_err(|err| ClientError::Remote(format!("malformed presence reply: {err}")))?;
-            members.extend(page.clients);
-            match page.cursor {
-                Some(next) => cursor = Some(next),
-                None => return Ok(members),
-            }
-        }
+        let list = Arc::new(presence::LiveList::new(channel, &params));
+        shared.presence.lock().push(Arc::downgrade(&list));
+        let subscription = self.subscribe(channel, params.clone()).await?;
+        let members = shared.fetch_presence(channel, &params).await?;
+        list.replace(members);
+        Ok(PresenceWatch::new(list, subscription))
     }
 
     /// The member and user counts of the presence topic `channel` with `params`.

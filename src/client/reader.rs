@@ -4,7 +4,7 @@
 use super::auth::{CONNECT_ID, REFRESH_ID};
 use super::duplex::{send_reply, ChannelState, ClientChannel};
 use super::state::ClientState;
-use super::{ClientIdentity, ConnectionState, ServerClose, TOKEN_EXPIRED};
+use super::{ClientIdentity, ConnectionState, Member, ServerClose, TOKEN_EXPIRED};
 use crate::protocol::{text, DuplexMessage, ServerMessage};
 use crate::ws::{CloseFrame, Handler, Text, WebSocket};
 use serde_json::Value;
@@ -95,8 +95,20 @@ impl Reader {
                     Ok(serde_json::json!({ "clients": clients, "users": users })),
                 );
             }
-            ServerMessage::PresenceDiff { channel, .. } => {
-                tracing::trace!(%channel, "presence diff");
+            ServerMessage::PresenceDiff {
+                channel,
+                params,
+                joins,
+                leaves,
+            } => {
+                let member = |m: crate::protocol::PresenceMember| Member {
+                    client: m.client,
+                    user: m.user,
+                    info: m.info,
+                };
+                let joins = joins.into_iter().map(member).collect();
+                let leaves = leaves.into_iter().map(|m| m.client).collect();
+                shared.presence_diff(&channel, &params, joins, leaves);
             }
             ServerMessage::Refreshed { expires_in, .. } => {
                 if let Some(auth) = &shared.auth {

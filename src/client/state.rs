@@ -6,6 +6,7 @@ use super::auth::ClientAuth;
 use super::close::TOKEN_EXPIRED;
 use super::duplex::{ChannelState, ClientChannel};
 use super::history::Position;
+use super::presence::{LiveList, Member};
 use super::subscription::SubscriptionEvent;
 use super::{ClientConfig, ClientError, ConnectionState, ServerClose};
 use crate::duplex::{Pending, Unanswered, Waiter};
@@ -95,6 +96,8 @@ pub(crate) struct ClientState {
     pub backlog: Mutex<Vec<ClientChannel>>,
     /// How the client authenticates, if it does.
     pub auth: Option<Arc<ClientAuth>>,
+    /// Live member lists (`Client::watch_presence`), while their watches exist.
+    pub presence: Mutex<Vec<std::sync::Weak<LiveList>>>,
 }
 
 impl ClientState {
@@ -119,6 +122,7 @@ impl ClientState {
             on_channel: Mutex::new(on_channel),
             backlog: Mutex::new(Vec::new()),
             auth,
+            presence: Mutex::new(Vec::new()),
         }
     }
 
@@ -468,6 +472,46 @@ impl ClientState {
         });
     }
 
+    /// Every member of a presence topic (all pages).
+    pub async fn fetch_presence(&self, channel: &str, params: &Value) -> Result<Vec<Member>, ClientError> {
+        let mut members = Vec::new();
+        let mut cursor = None;
+        loop {
+            let message = ClientMessage::Presence {
+                channel: channel.to_owned(),
+                data: Some(params.clone()),
+                id: None,
+                limit: Some(1000),
+                cursor: cursor.take(),
+                token: None,
+            };
+            let what = format!("presence of '{channel}'");
+            let answer = self.call(message, self.config.request_timeout, what).await?;
+            let page: super::presence::Page = serde_json::from_value(answer)
+                .map_err(|err| ClientError::Remote(format!("malformed presence reply: {err}")))?;
+            members.extend(page.clients);
+            match page.cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(members),
+            }
+        }
+    }
+
+    /// A `presence_diff`: applied to the live lists of that topic.
+    pub fn presence_diff(&self, channel: &str, params: &Value, joins: Vec<Member>, leaves: Vec<String>) {
+        let lists: Vec<Arc<LiveList>> = self
+            .presence
+            .lock()
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        for list in lists {
+            if list.channel == channel && &list.params == params {
+                list.apply(joins.clone(), &leaves);
+            }
+        }
+    }
+
     /// The client is done for good: everything still open is closed.
     pub fn finish(&self) {
         self.ws.lock().take();
@@ -524,6 +568,25 @@ impl ClientState {
                 if let Err(ClientError::Remote(text)) = answer {
                     tracing::warn!(%channel, %text, "re-subscribe refused by the server: subscription ended");
                     strong.drop_subs(&channel, &params);
+                }
+            });
+        }
+        // Live member lists are read again (after the re-subscribes above, which the server
+        // answers first: the list includes this client).
+        let lists: Vec<Arc<LiveList>> = {
+            let mut lists = self.presence.lock();
+            lists.retain(|list| list.strong_count() > 0);
+            lists.iter().filter_map(std::sync::Weak::upgrade).collect()
+        };
+        for list in lists {
+            let shared = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let Some(strong) = shared.upgrade() else { return };
+                match strong.fetch_presence(&list.channel, &list.params).await {
+                    Ok(members) => list.replace(members),
+                    Err(err) => {
+                        tracing::warn!(channel = %list.channel, %err, "presence not read again after a reconnect")
+                    }
                 }
             });
         }

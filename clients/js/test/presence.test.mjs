@@ -344,11 +344,6 @@ test('switchboard serve: `members` (the demo page\'s "who is here") has joins an
 
 test(
   'a member listed by a snapshot that leaves within the join/leave window of its join is removed',
-  {
-    todo:
-      'the server drops a join and a leave of one member within one window from both lists (PROTOCOL.md, Presence), ' +
-      'so a list whose snapshot already had that member never hears of its leave; fixed when the server keeps such a leave',
-  },
   async () => {
     // both lists are asked for at once: each snapshot has the other before its join is told
     const stays = await open('stays');
