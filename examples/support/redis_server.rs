@@ -7,6 +7,14 @@ use std::time::{Duration, Instant};
 /// The server; killed when dropped.
 pub struct RedisChild(Child);
 
+impl RedisChild {
+    /// The process id (for its CPU time).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for RedisChild {
     fn drop(&mut self) {
         let _ = self.0.kill();
