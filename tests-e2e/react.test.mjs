@@ -14,7 +14,7 @@ const APP = `
 import React, { StrictMode, useEffect, useState } from 'react';
 import { createRoot } from 'react-dom/client';
 import { connect } from 'switchboard-client';
-import { useChannel, useSubscription, useSubscriptionState, useConnectionState } from 'switchboard-client/react';
+import { useChannel, useSubscription, useSubscriptionState, useConnectionState, usePresence } from 'switchboard-client/react';
 const h = React.createElement;
 
 const client = connect(window.WS_URL, { minDelay: 100, maxDelay: 1000 });
@@ -52,6 +52,12 @@ function Feed() {
   return h('span', { id: 'feed' }, [s.offset ?? '-', s.data?.text ?? '', String(s.recovered), s.resubscribes].join('|'));
 }
 
+// who has the demo open (the serve demo's 'members' channel: presence with joins and leaves)
+function Who() {
+  const members = usePresence(client, 'members');
+  return h('span', { id: 'who' }, String(members.length));
+}
+
 function App() {
   const state = useConnectionState(client);
   const [showChat, setShowChat] = useState(true);
@@ -60,7 +66,8 @@ function App() {
     h('button', { id: 'toggle', onClick: () => setShowChat((s) => !s) }, 'toggle'),
     showChat ? h(Chat) : null,
     h(Ticker),
-    h(Feed));
+    h(Feed),
+    h(Who));
 }
 
 createRoot(document.getElementById('root')).render(h(StrictMode, null, h(App)));
@@ -161,5 +168,19 @@ test('useSubscriptionState: offsets, and a failed recovery after a server restar
   await page.click('#send');
   await page.waitForSelector('#feed:text-is("1|from react|false|1")', { timeout: 5000 });
   await page.close();
+  assert.deepEqual(browser.errors.filter((e) => e.startsWith('pageerror')), []);
+});
+
+test('usePresence: two pages are two members, a closed one leaves', async () => {
+  const first = await browser.newPage();
+  await first.goto(appServer.url);
+  const second = await browser.newPage();
+  await second.goto(appServer.url);
+  // StrictMode mounted the hook twice: still one member per page
+  await first.waitForSelector('#who:text-is("2")', { timeout: 10000 });
+  await second.waitForSelector('#who:text-is("2")', { timeout: 10000 });
+  await second.close();
+  await first.waitForSelector('#who:text-is("1")', { timeout: 10000 });
+  await first.close();
   assert.deepEqual(browser.errors.filter((e) => e.startsWith('pageerror')), []);
 });
