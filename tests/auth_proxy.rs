@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use switchboard::{Channel, Node, Proxy, Router, Shutdown};
+use switchboard::{Channel, Namespace, Node, Proxy, Router, Shutdown};
 use tokio::net::TcpListener;
 
 /// What the backend answers, by the `data.as` of the request (or its action name).
@@ -85,6 +85,8 @@ impl Drop for Server {
 
 async fn start(proxy: Proxy) -> Server {
     let mut router = Router::new();
+    // Client publications on `room:*` are asked of the publish proxy.
+    router.namespace(Namespace::new("room").client_publish(true).publish_proxy(true));
     router.channel(
         Channel::new("members", |p: Text| async move {
             Ok::<_, String>(json!({ "text": p.text }))
@@ -107,6 +109,7 @@ fn all(url: &str) -> Proxy {
     Proxy::new()
         .connect(url)
         .subscribe(url)
+        .publish(url)
         .action(url)
         .timeout(Duration::from_millis(300))
 }
@@ -256,4 +259,80 @@ async fn the_action_proxy_answers_undeclared_actions() {
         .unwrap();
     assert_eq!(asked["user"], "alice");
     assert_eq!(asked["data"], json!({"a": 41}));
+}
+
+#[tokio::test]
+async fn the_publish_proxy_allows_replaces_and_refuses_client_publications() {
+    let backend = start_backend().await;
+    let server = start(all(&backend.url)).await;
+    let mut alice = client(&server).await;
+    connect_as(&mut alice, "alice").await;
+    alice
+        .exchange(
+            json!({"type": "subscribe", "channel": "room:1", "id": 2}),
+            json!({"type": "subscribed", "channel": "room:1", "id": 2}),
+        )
+        .await;
+    // Allowed as sent (alice is a member), with the request's shape.
+    alice.send(json!({"type": "publish", "channel": "room:1", "data": {"text": "hi"}, "id": 3}));
+    let mut got = vec![alice.recv().await, alice.recv().await];
+    got.sort_by_key(|m| m["type"].as_str().map(str::to_owned));
+    assert_eq!(
+        got,
+        [
+            json!({"type": "data", "channel": "room:1", "data": {"text": "hi"}}),
+            json!({"type": "published", "channel": "room:1", "id": 3}),
+        ]
+    );
+    let asked = backend.seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(asked["channel"], "room:1");
+    assert_eq!(asked["user"], "alice");
+    assert_eq!(asked["data"], json!({"text": "hi"}));
+    assert!(asked["client"].as_str().is_some_and(|c| !c.is_empty()), "{asked}");
+    // The backend's `result.data` replaces the data.
+    alice.send(json!({"type": "publish", "channel": "room:1", "data": {"as": "sum", "a": 41}, "id": 4}));
+    let mut got = vec![alice.recv().await, alice.recv().await];
+    got.sort_by_key(|m| m["type"].as_str().map(str::to_owned));
+    assert_eq!(got[0], json!({"type": "data", "channel": "room:1", "data": 42}));
+    // Refused with the backend's message; nothing published.
+    alice
+        .exchange(
+            json!({"type": "publish", "channel": "room:1", "data": {"as": "refused"}, "id": 5}),
+            json!({"type": "error", "channel": "room:1", "id": 5, "message": "go away"}),
+        )
+        .await;
+    let mut bob = client(&server).await;
+    connect_as(&mut bob, "bob").await;
+    bob.exchange(
+        json!({"type": "publish", "channel": "room:1", "data": {"text": "x"}, "id": 2}),
+        json!({"type": "error", "channel": "room:1", "id": 2, "message": "members only"}),
+    )
+    .await;
+    // A slow backend is an error reply within the proxy's timeout, and the connection stays.
+    let started = Instant::now();
+    bob.exchange(
+        json!({"type": "publish", "channel": "room:1", "data": {"as": "slow"}, "id": 3}),
+        json!({"type": "error", "channel": "room:1", "id": 3, "message": "Publish backend unavailable: try again later."}),
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // Disconnect: the backend's close code.
+    bob.send(json!({"type": "publish", "channel": "room:1", "data": {"as": "banned"}, "id": 4}));
+    loop {
+        if let Event::Close(close) = bob.next_event().await {
+            assert_eq!((close.code, close.reason.as_ref()), (4503, "banned"));
+            break;
+        }
+    }
+    // Nothing of the refused publications reached alice: her next messages are her own.
+    alice.send(json!({"type": "publish", "channel": "room:1", "data": "last", "id": 6}));
+    let mut got = vec![alice.recv().await, alice.recv().await];
+    got.sort_by_key(|m| m["type"].as_str().map(str::to_owned));
+    assert_eq!(
+        got,
+        [
+            json!({"type": "data", "channel": "room:1", "data": "last"}),
+            json!({"type": "published", "channel": "room:1", "id": 6}),
+        ]
+    );
 }

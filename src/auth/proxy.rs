@@ -44,6 +44,7 @@ const FORWARDED_HEADERS: [&str; 4] = ["cookie", "authorization", "origin", "user
 pub struct Proxy {
     connect: Option<String>,
     subscribe: Option<String>,
+    publish: Option<String>,
     action: Option<String>,
     timeout: Duration,
     backend: Backend,
@@ -54,6 +55,7 @@ impl Default for Proxy {
         Self {
             connect: None,
             subscribe: None,
+            publish: None,
             action: None,
             timeout: BACKEND_TIMEOUT,
             backend: Backend::new(),
@@ -66,6 +68,7 @@ impl fmt::Debug for Proxy {
         f.debug_struct("Proxy")
             .field("connect", &self.connect)
             .field("subscribe", &self.subscribe)
+            .field("publish", &self.publish)
             .field("action", &self.action)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
@@ -88,6 +91,13 @@ impl Proxy {
     /// The subscribe proxy's URL (`http://` only).
     pub fn subscribe(mut self, url: impl Into<String>) -> Self {
         self.subscribe = Some(url.into());
+        self
+    }
+
+    /// The publish proxy's URL (`http://` only): asked about every client publication on a
+    /// namespace with [`Namespace::publish_proxy`](crate::Namespace::publish_proxy).
+    pub fn publish(mut self, url: impl Into<String>) -> Self {
+        self.publish = Some(url.into());
         self
     }
 
@@ -117,6 +127,38 @@ impl Proxy {
     /// True when a subscribe proxy is set.
     pub(crate) fn has_subscribe(&self) -> bool {
         self.subscribe.is_some()
+    }
+
+    /// True when a publish proxy is set.
+    pub(crate) fn has_publish(&self) -> bool {
+        self.publish.is_some()
+    }
+
+    /// Asks the publish proxy whether `client` (of `user`) may publish `data` on `channel`: the
+    /// data to publish — the backend's `result.data` when it gives one, else `data` as sent.
+    pub(crate) async fn ask_publish(
+        &self,
+        client: &str,
+        user: &str,
+        channel: &str,
+        data: Value,
+    ) -> Result<Value, Refusal> {
+        const WHAT: &str = "publish";
+        let Some(url) = self.publish.as_deref() else {
+            return Err(Refusal::Unavailable(format!("{WHAT} backend not configured")));
+        };
+        let body = serde_json::json!({ "client": client, "user": user, "channel": channel, "data": data });
+        let verdict = ask(&self.backend, WHAT, url, &body, self.timeout)
+            .await
+            .map_err(Refusal::Unavailable)?;
+        match verdict {
+            Verdict::Result(mut result) => Ok(match result.remove("data") {
+                Some(replaced) => replaced,
+                None => body["data"].clone(),
+            }),
+            Verdict::Error { code, message } => Err(Refusal::Error { code, message }),
+            Verdict::Disconnect { code, reason } => Err(Refusal::Disconnect { code, reason }),
+        }
     }
 
     /// True when an action proxy is set.

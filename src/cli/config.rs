@@ -30,6 +30,7 @@
 //! client_publish = true
 //! client_history = true
 //! client_presence = true
+//! publish_proxy = false            # true: [proxy] publish is asked about client publications
 //! max_data_bytes = 65536
 //! ```
 //!
@@ -76,6 +77,14 @@ pub struct FileConfig {
     pub path: String,
 }
 
+/// What the identity settings provide that namespaces may need.
+#[derive(Debug, Clone, Copy)]
+pub struct Requirements {
+    pub token_keys: bool,
+    pub subscribe_proxy: bool,
+    pub publish_proxy: bool,
+}
+
 /// One `[[namespace]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,6 +101,7 @@ pub struct NamespaceSection {
     pub subscribe: Option<Spanned<Subscribe>>,
     #[serde(default)]
     pub client_publish: bool,
+    pub publish_proxy: Option<Spanned<bool>>,
     #[serde(default = "yes")]
     pub client_history: bool,
     #[serde(default = "yes")]
@@ -132,7 +142,12 @@ impl FileConfig {
 
     /// The `[[namespace]]`s, checked: names unique and valid, values consistent, and what a
     /// rule needs configured (`token`: keys to verify tokens; `proxy`: a subscribe proxy).
-    pub fn namespaces(&self, has_token_keys: bool, has_subscribe_proxy: bool) -> Result<Vec<Namespace>, String> {
+    pub fn namespaces(&self, proxies: Requirements) -> Result<Vec<Namespace>, String> {
+        let Requirements {
+            token_keys: has_token_keys,
+            subscribe_proxy: has_subscribe_proxy,
+            publish_proxy: has_publish_proxy,
+        } = proxies;
         let mut seen = std::collections::HashMap::new();
         let mut namespaces = Vec::new();
         for section in &self.namespace {
@@ -196,6 +211,15 @@ impl FileConfig {
                 .client_publish(section.client_publish)
                 .client_history(section.client_history)
                 .client_presence(section.client_presence);
+            if let Some(ask) = &section.publish_proxy {
+                if *ask.get_ref() && !has_publish_proxy {
+                    return Err(self.error_at(
+                        ask.span().start,
+                        format!("namespace '{name}': publish_proxy = true needs the publish proxy: set [proxy] publish = URL"),
+                    ));
+                }
+                namespace = namespace.publish_proxy(*ask.get_ref());
+            }
             if let Some(bytes) = section.max_data_bytes {
                 namespace = namespace.max_data_bytes(bytes);
             }

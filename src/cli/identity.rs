@@ -15,6 +15,7 @@
 //! [proxy]
 //! connect = "http://backend.internal/switchboard/connect"
 //! subscribe = "http://backend.internal/switchboard/subscribe"
+//! publish = "http://backend.internal/switchboard/publish"
 //! action = "http://backend.internal/switchboard/action"
 //! timeout_ms = 2000
 //! [limits]
@@ -51,6 +52,7 @@ pub struct AuthSection {
 pub struct ProxySection {
     pub connect: Option<String>,
     pub subscribe: Option<String>,
+    pub publish: Option<String>,
     pub action: Option<String>,
     pub timeout_ms: Option<u64>,
 }
@@ -121,6 +123,8 @@ pub struct Identity {
     pub token_keys: bool,
     /// A subscribe proxy is configured.
     pub subscribe_proxy: bool,
+    /// A publish proxy is configured.
+    pub publish_proxy: bool,
 }
 
 /// The keys of `[auth]` and the flags (flags win), as one verifier (none configured: `None`).
@@ -174,6 +178,10 @@ pub fn build(
         backends = backends.subscribe(url.clone());
         any_backend = true;
     }
+    if let Some(url) = &proxy.publish {
+        backends = backends.publish(url.clone());
+        any_backend = true;
+    }
     if let Some(url) = args.action_proxy.as_ref().or(proxy.action.as_ref()) {
         backends = backends.action(url.clone());
         any_backend = true;
@@ -210,6 +218,7 @@ pub fn build(
     Ok(Identity {
         token_keys,
         subscribe_proxy: proxy.subscribe.is_some(),
+        publish_proxy: proxy.publish.is_some(),
         auth: built,
         proxy: any_backend.then_some(backends),
         limits: limit,

@@ -85,7 +85,11 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         &file.limits,
         file.allowed_origins.as_ref(),
     )?;
-    let namespaces = file.namespaces(identity.token_keys, identity.subscribe_proxy)?;
+    let namespaces = file.namespaces(super::config::Requirements {
+        token_keys: identity.token_keys,
+        subscribe_proxy: identity.subscribe_proxy,
+        publish_proxy: identity.publish_proxy,
+    })?;
     // The demo's channels and page: by default only when the file declares no namespaces.
     let with_demo = file.demo.unwrap_or(namespaces.is_empty());
     let (mut router, ticker) = match with_demo {

@@ -82,6 +82,8 @@ pub const PERMISSION_DENIED: &str = "Permission denied";
 pub const AUTH_UNAVAILABLE: &str = "Authentication unavailable: try again later.";
 /// The subscribe proxy could not answer.
 pub const SUBSCRIBE_UNAVAILABLE: &str = "Subscribe backend unavailable: try again later.";
+/// The publish proxy could not answer.
+pub const PUBLISH_UNAVAILABLE: &str = "Publish backend unavailable: try again later.";
 /// The action proxy could not answer.
 pub const ACTION_UNAVAILABLE: &str = "Action backend unavailable: try again later.";
 

@@ -60,6 +60,7 @@ pub(crate) struct NamespaceRules {
     pub client_history: bool,
     pub client_presence: bool,
     pub user_limited: bool,
+    pub publish_proxy: bool,
     pub max_data_bytes: usize,
 }
 
@@ -103,6 +104,7 @@ impl Namespace {
                 client_history: true,
                 client_presence: true,
                 user_limited: false,
+                publish_proxy: false,
                 max_data_bytes: 65536,
             },
         }
@@ -162,6 +164,14 @@ impl Namespace {
     /// subscribed to the channel.
     pub fn client_publish(mut self, allowed: bool) -> Self {
         self.rules.client_publish = allowed;
+        self
+    }
+
+    /// Asks the node's publish proxy about every client publication (PROTOCOL.md, "Proxies"): the
+    /// backend allows it (and may replace its data) or refuses it with its own message. Needs
+    /// [`Proxy::publish`](crate::Proxy::publish); without one, client publications are refused.
+    pub fn publish_proxy(mut self, ask: bool) -> Self {
+        self.rules.publish_proxy = ask;
         self
     }
 

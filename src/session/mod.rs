@@ -211,7 +211,23 @@ impl Session {
         if !allowed {
             return reply(ws, error(text::PERMISSION_DENIED, name, id));
         }
-        let data = data.unwrap_or(Value::Null);
+        let mut data = data.unwrap_or(Value::Null);
+        if rules.publish_proxy {
+            let Some(proxy) = self.node.inner.proxy.as_ref().filter(|p| p.has_publish()) else {
+                tracing::warn!(
+                    channel = name,
+                    "a namespace asks the publish proxy but the node has none"
+                );
+                return reply(ws, error(text::PERMISSION_DENIED, name, id));
+            };
+            let asked = proxy
+                .ask_publish(&self.client_id(ws), identity.user_id(), &name, data)
+                .await;
+            data = match auth::proxy_refusal(ws, asked, text::PUBLISH_UNAVAILABLE) {
+                Ok(data) => data,
+                Err(message) => return reply(ws, error(message, name, id)),
+            };
+        }
         match self.node.publish_to_namespace(&def, &name, &data).await {
             Ok(offset) => reply(
                 ws,
