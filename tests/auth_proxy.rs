@@ -275,7 +275,7 @@ async fn the_publish_proxy_allows_replaces_and_refuses_client_publications() {
         .await;
     // Allowed as sent (alice is a member), with the request's shape.
     alice.send(json!({"type": "publish", "channel": "room:1", "data": {"text": "hi"}, "id": 3}));
-    let mut got = vec![alice.recv().await, alice.recv().await];
+    let mut got = [alice.recv().await, alice.recv().await];
     got.sort_by_key(|m| m["type"].as_str().map(str::to_owned));
     assert_eq!(
         got,
@@ -291,7 +291,7 @@ async fn the_publish_proxy_allows_replaces_and_refuses_client_publications() {
     assert!(asked["client"].as_str().is_some_and(|c| !c.is_empty()), "{asked}");
     // The backend's `result.data` replaces the data.
     alice.send(json!({"type": "publish", "channel": "room:1", "data": {"as": "sum", "a": 41}, "id": 4}));
-    let mut got = vec![alice.recv().await, alice.recv().await];
+    let mut got = [alice.recv().await, alice.recv().await];
     got.sort_by_key(|m| m["type"].as_str().map(str::to_owned));
     assert_eq!(got[0], json!({"type": "data", "channel": "room:1", "data": 42}));
     // Refused with the backend's message; nothing published.
@@ -326,7 +326,7 @@ async fn the_publish_proxy_allows_replaces_and_refuses_client_publications() {
     }
     // Nothing of the refused publications reached alice: her next messages are her own.
     alice.send(json!({"type": "publish", "channel": "room:1", "data": "last", "id": 6}));
-    let mut got = vec![alice.recv().await, alice.recv().await];
+    let mut got = [alice.recv().await, alice.recv().await];
     got.sort_by_key(|m| m["type"].as_str().map(str::to_owned));
     assert_eq!(
         got,

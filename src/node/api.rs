@@ -212,7 +212,6 @@ fn channel_def(node: &Node, channel: &str) -> Result<Arc<ChannelDef>, ApiError> 
 #[derive(Deserialize)]
 struct PublishParams {
     channel: String,
-    #[serde(default)]
     data: Value,
 }
 
@@ -239,7 +238,6 @@ async fn publish_one(node: &Node, channel: &str, data: Value) -> Outcome {
 #[derive(Deserialize)]
 struct BroadcastParams {
     channels: Vec<String>,
-    #[serde(default)]
     data: Value,
 }
 
