@@ -54,8 +54,8 @@ pub use auth::{Auth, AuthRequest, ConnectProxy, Identity, Jwt, JwtError, JwtKeys
 pub use broker::RedisBroker;
 pub use broker::{Broker, BrokerError, Delivery, HistoryPolicy, MemoryBroker, StreamPosition, StreamRead};
 pub use duplex::{Duplex, DuplexError, HandlerOutput, Remover};
-pub use node::{Limits, Node, NodeBuilder, Origins, PublishError};
+pub use node::{Api, Limits, Node, NodeBuilder, Origins, PublishError};
 pub use publisher::Publisher;
-pub use router::{Access, Channel, ChannelRef, Router};
+pub use router::{Access, Channel, ChannelRef, Namespace, Router, SubscribeRule};
 pub use session::Connection;
 pub use shutdown::Shutdown;

@@ -36,18 +36,23 @@ pub struct BrokerError(pub String);
 #[derive(Clone)]
 pub struct Delivery {
     hub: Arc<Hub>,
+    /// What handles the node's control topic (`node/control.rs`).
+    control: Arc<dyn Fn(&str) + Send + Sync>,
 }
 
 impl Delivery {
-    pub(crate) fn new(hub: Arc<Hub>) -> Self {
-        Self { hub }
+    pub(crate) fn new(hub: Arc<Hub>, control: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        Self {
+            hub,
+            control: Arc::new(control),
+        }
     }
 
     /// Delivers an encoded publication (a protocol `data` message, UTF-8 JSON) to the local
     /// subscribers of `topic`; returns how many received it. Bytes that are not UTF-8 are dropped.
     pub fn deliver(&self, topic: &str, message: Bytes) -> usize {
         match Text::from_utf8(message) {
-            Ok(text) => self.hub.deliver(topic, &text),
+            Ok(text) => self.deliver_text(topic, &text),
             Err(_) => {
                 tracing::warn!(topic, "dropping a publication that is not UTF-8");
                 0
@@ -57,6 +62,10 @@ impl Delivery {
 
     /// Delivers a publication already known to be text (the in-process path).
     pub(crate) fn deliver_text(&self, topic: &str, message: &Text) -> usize {
+        if topic == crate::node::CONTROL_TOPIC {
+            (self.control)(message.as_str());
+            return 0;
+        }
         self.hub.deliver(topic, message)
     }
 

@@ -117,6 +117,10 @@ pub struct Identity {
     pub proxy: Option<Proxy>,
     pub limits: Limits,
     pub origins: Origins,
+    /// Keys to verify tokens (and so subscription tokens) are configured.
+    pub token_keys: bool,
+    /// A subscribe proxy is configured.
+    pub subscribe_proxy: bool,
 }
 
 /// The keys of `[auth]` and the flags (flags win), as one verifier (none configured: `None`).
@@ -148,6 +152,7 @@ pub fn build(
 ) -> Result<Identity, String> {
     let timeout = Duration::from_millis(proxy.timeout_ms.unwrap_or(2000));
     let jwt = keys(args, auth)?;
+    let token_keys = jwt.is_some();
     let connect = args.connect_proxy.as_ref().or(proxy.connect.as_ref());
     let mut built = match (connect, jwt) {
         (Some(url), jwt) => {
@@ -203,6 +208,8 @@ pub fn build(
         args.allowed_origins.clone()
     };
     Ok(Identity {
+        token_keys,
+        subscribe_proxy: proxy.subscribe.is_some(),
         auth: built,
         proxy: any_backend.then_some(backends),
         limits: limit,

@@ -7,7 +7,7 @@ use axum::response::{Html, IntoResponse, Response};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
-use switchboard::{ws, Node, RedisBroker, Shutdown};
+use switchboard::{ws, Api, Node, RedisBroker, Shutdown};
 use tower::ServiceExt;
 
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
@@ -41,6 +41,12 @@ pub struct ServeArgs {
     /// [default: 30].
     #[arg(long)]
     presence_ttl_secs: Option<u64>,
+    /// The server HTTP API's key: callers send `Authorization: apikey KEY` to /api/<method>.
+    #[arg(long, env = "SWITCHBOARD_API_KEY")]
+    api_key: Option<String>,
+    /// Turns on the admin page at /admin, signed in with this password (or the API key).
+    #[arg(long, env = "SWITCHBOARD_ADMIN_PASSWORD")]
+    admin_password: Option<String>,
     #[command(flatten)]
     identity: super::identity::IdentityArgs,
 }
@@ -50,8 +56,11 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    let bind = args.bind.or(file.bind).unwrap_or_else(|| "127.0.0.1:8000".into());
-    let broker = args.broker.or(file.broker).unwrap_or_else(|| "memory".into());
+    let bind = args
+        .bind
+        .or(file.bind.clone())
+        .unwrap_or_else(|| "127.0.0.1:8000".into());
+    let broker = args.broker.or(file.broker.clone()).unwrap_or_else(|| "memory".into());
     let mut ws_config = ws::Config {
         max_message_size: 1 << 20,
         ..Default::default()
@@ -76,7 +85,19 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         &file.limits,
         file.allowed_origins.as_ref(),
     )?;
-    let (router, ticker) = demo::router();
+    let namespaces = file.namespaces(identity.token_keys, identity.subscribe_proxy)?;
+    // The demo's channels and page: by default only when the file declares no namespaces.
+    let with_demo = file.demo.unwrap_or(namespaces.is_empty());
+    let (mut router, ticker) = match with_demo {
+        true => {
+            let (router, ticker) = demo::router();
+            (router, Some(ticker))
+        }
+        false => (switchboard::Router::new(), None),
+    };
+    for namespace in namespaces {
+        router.namespace(namespace);
+    }
     let presence_ttl = args.presence_ttl_secs.or(file.presence_ttl_secs).unwrap_or(30).max(1);
     let mut builder = Node::builder(router)
         .ws_config(ws_config)
@@ -113,7 +134,16 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or(1000)
             .max(10),
     );
-    tokio::spawn(demo::run_ticker(ticker, interval));
+    if let Some(ticker) = ticker {
+        tokio::spawn(demo::run_ticker(ticker, interval));
+    }
+    let mut api = match args.api_key.or(file.api_key) {
+        Some(key) => Api::new(key),
+        None => Api::disabled(),
+    };
+    if let Some(password) = args.admin_password.or(file.admin_password) {
+        api = api.admin_password(password);
+    }
 
     let socket = node.endpoint();
     let (presence, presence_stats) = node.presence_endpoints();
@@ -121,7 +151,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         // `/` serves the page to browsers and the WebSocket to clients that ask for one (SocketAPI's path).
         .route(
             "/",
-            axum::routing::any(move |request: Request| root(request, socket.clone())),
+            axum::routing::any(move |request: Request| root(request, socket.clone(), with_demo)),
         )
         .route("/ws", node.endpoint())
         .route(
@@ -132,7 +162,8 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .route("/_presence", presence)
         .route("/_presence_stats", presence_stats)
         .route("/metrics", node.metrics_endpoint())
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .merge(node.api_router(api));
 
     let listener = switchboard::http::bind(&bind)
         .await
@@ -153,12 +184,16 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn root(request: Request, socket: axum::routing::MethodRouter) -> Response {
+async fn root(request: Request, socket: axum::routing::MethodRouter, with_demo: bool) -> Response {
     if request.headers().contains_key(http::header::UPGRADE) {
         return match socket.oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
         };
     }
-    Html(INDEX_HTML).into_response()
+    if with_demo {
+        Html(INDEX_HTML).into_response()
+    } else {
+        "switchboard: WebSocket at /ws (and /), the server API at POST /api/<method>, /metrics\n".into_response()
+    }
 }

@@ -450,6 +450,22 @@ impl Client {
         self.shared().call(message, timeout, format!("action '{name}'")).await
     }
 
+    /// Publishes `data` on `channel`, a channel of a namespace that lets clients publish
+    /// (PROTOCOL.md, "Client publish"); the publication's offset when the channel keeps history.
+    /// A refusal is [`ClientError::Remote`] with the server's text.
+    pub async fn publish(&self, channel: &str, data: Value, timeout: Duration) -> Result<Option<u64>, ClientError> {
+        let message = ClientMessage::Publish {
+            channel: channel.to_owned(),
+            data: Some(data),
+            id: None,
+        };
+        let published = self
+            .shared()
+            .call(message, timeout, format!("publish to '{channel}'"))
+            .await?;
+        Ok(published.as_u64())
+    }
+
     /// Opens the bidirectional channel `name` (a route on the server) with `params`. A refusal is
     /// [`ClientError::Remote`] with the route's error text.
     pub async fn open(&self, name: &str, params: Value) -> Result<ClientChannel, ClientError> {

@@ -37,6 +37,9 @@ impl Reader {
             ServerMessage::Unsubscribed { id, .. } => {
                 shared.resolve(id.as_ref(), Ok(Value::Null));
             }
+            ServerMessage::Published { id, offset, .. } => {
+                shared.resolve(id.as_ref(), Ok(offset.map_or(Value::Null, Value::from)));
+            }
             ServerMessage::Action { data, id, .. } => {
                 shared.resolve(id.as_ref(), Ok(data.unwrap_or(Value::Null)));
             }

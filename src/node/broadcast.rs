@@ -88,6 +88,7 @@ async fn handle(node: Node, request: Request) -> Response {
             let status = match err {
                 PublishError::NotFound(_) => StatusCode::NOT_FOUND,
                 PublishError::InvalidParams(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                PublishError::DataTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
                 PublishError::Failed(_) => StatusCode::BAD_REQUEST,
                 PublishError::NotMounted(_) | PublishError::Broker(_) | PublishError::Unreachable(_) => {
                     StatusCode::SERVICE_UNAVAILABLE

@@ -205,6 +205,33 @@ impl Hub {
         }
     }
 
+    /// How many topics have local subscribers.
+    pub fn topic_count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.read().values().filter(|t| !t.subscribers.is_empty()).count())
+            .sum()
+    }
+
+    /// Every topic with local subscribers, and how many.
+    pub fn topic_counts(&self) -> Vec<(String, usize)> {
+        let mut counts = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.read();
+            let topics = shard.iter().filter(|(_, t)| !t.subscribers.is_empty());
+            counts.extend(topics.map(|(topic, t)| (topic.clone(), t.subscribers.len())));
+        }
+        counts
+    }
+
+    /// True when connection `conn` subscribes to `topic` here.
+    pub fn has(&self, topic: &str, conn: u64) -> bool {
+        let shard = self.shard(topic).read();
+        shard
+            .get(topic)
+            .is_some_and(|entry| entry.subscribers.contains_key(&conn))
+    }
+
     /// Removes connection `conn` from `topic`; the broker drops the topic with its last local
     /// subscriber.
     pub fn leave(&self, topic: &str, conn: u64, broker: &dyn Broker) {

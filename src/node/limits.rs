@@ -8,6 +8,7 @@
 //! per user id on this node). Each takes its clock as an argument in a `*_at` variant, so the
 //! tests drive time explicitly.
 
+use crate::ws::WebSocket;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -391,49 +392,56 @@ fn key(ip: IpAddr) -> IpAddr {
 /// connections (empty user id) are not counted; a user's entry goes with their last connection.
 #[derive(Default)]
 pub(crate) struct UserConnections {
-    open: Mutex<HashMap<Box<str>, usize>>,
+    /// The open connections of each user: counted for the limit, and reached by the HTTP API's
+    /// `disconnect` and `unsubscribe` (a handle is 8 bytes).
+    open: Mutex<HashMap<Box<str>, Vec<WebSocket>>>,
 }
 
 impl UserConnections {
-    /// Counts a connection of `user` if they have fewer than `max` open (0: no limit); false
+    /// Counts connection `ws` of `user` if they have fewer than `max` open (0: no limit); false
     /// (and nothing counted) otherwise. Every `true` for a non-empty user is to be paired with
     /// a [`remove`](Self::remove) when the connection ends.
-    pub(crate) fn try_add(&self, user: &str, max: usize) -> bool {
+    pub(crate) fn try_add(&self, user: &str, ws: &WebSocket, max: usize) -> bool {
         if user.is_empty() {
             return true;
         }
         let mut open = self.open.lock();
         match open.get_mut(user) {
-            Some(count) if max != 0 && *count >= max => false,
-            Some(count) => {
-                *count += 1;
+            Some(sockets) if max != 0 && sockets.len() >= max => false,
+            Some(sockets) => {
+                sockets.push(ws.clone());
                 true
             }
             None => {
-                open.insert(user.into(), 1);
+                open.insert(user.into(), vec![ws.clone()]);
                 true
             }
         }
     }
 
-    /// Uncounts a connection of `user` (counted by [`try_add`](Self::try_add)).
-    pub(crate) fn remove(&self, user: &str) {
+    /// Uncounts connection `conn` of `user` (counted by [`try_add`](Self::try_add)).
+    pub(crate) fn remove(&self, user: &str, conn: u64) {
         if user.is_empty() {
             return;
         }
         let mut open = self.open.lock();
-        if let Some(count) = open.get_mut(user) {
-            *count -= 1;
-            if *count == 0 {
+        if let Some(sockets) = open.get_mut(user) {
+            sockets.retain(|ws| ws.id() != conn);
+            if sockets.is_empty() {
                 open.remove(user);
             }
         }
     }
 
+    /// The open connections of `user` on this node.
+    pub(crate) fn of(&self, user: &str) -> Vec<WebSocket> {
+        self.open.lock().get(user).cloned().unwrap_or_default()
+    }
+
     /// Open connections of `user`.
     #[cfg(test)]
     pub(crate) fn count(&self, user: &str) -> usize {
-        self.open.lock().get(user).copied().unwrap_or(0)
+        self.open.lock().get(user).map_or(0, Vec::len)
     }
 
     /// Users with at least one open connection.
@@ -643,31 +651,36 @@ mod tests {
     #[test]
     fn user_connections() {
         let users = UserConnections::default();
-        assert!(users.try_add("alice", 2));
-        assert!(users.try_add("alice", 2));
-        assert!(!users.try_add("alice", 2));
-        assert!(users.try_add("bob", 2));
+        let ws: Vec<WebSocket> = (0..4).map(|_| WebSocket::detached()).collect();
+        assert!(users.try_add("alice", &ws[0], 2));
+        assert!(users.try_add("alice", &ws[1], 2));
+        assert!(!users.try_add("alice", &ws[2], 2));
+        assert!(users.try_add("bob", &ws[3], 2));
         assert_eq!(users.count("alice"), 2);
-        users.remove("alice");
-        assert!(users.try_add("alice", 2));
-        users.remove("alice");
-        users.remove("alice");
+        assert_eq!(users.of("alice"), [ws[0].clone(), ws[1].clone()]);
+        users.remove("alice", ws[0].id());
+        assert!(users.try_add("alice", &ws[2], 2));
+        assert_eq!(users.of("alice"), [ws[1].clone(), ws[2].clone()]);
+        users.remove("alice", ws[1].id());
+        users.remove("alice", ws[2].id());
         assert_eq!(users.count("alice"), 0);
         assert_eq!(users.users(), 1, "an entry goes with its last connection");
-        users.remove("bob");
+        users.remove("bob", ws[3].id());
         assert_eq!(users.users(), 0);
         // Removing what is not there does nothing.
-        users.remove("carol");
+        users.remove("carol", ws[0].id());
         assert_eq!(users.users(), 0);
+        assert!(users.of("carol").is_empty());
     }
 
     #[test]
     fn anonymous_connections_are_not_counted_and_zero_is_no_limit() {
         let users = UserConnections::default();
-        assert!((0..1000).all(|_| users.try_add("", 1)));
-        users.remove("");
+        let ws = WebSocket::detached();
+        assert!((0..1000).all(|_| users.try_add("", &ws, 1)));
+        users.remove("", ws.id());
         assert_eq!(users.users(), 0);
-        assert!((0..1000).all(|_| users.try_add("dave", 0)));
+        assert!((0..1000).all(|_| users.try_add("dave", &ws, 0)));
         assert_eq!(users.count("dave"), 1000);
     }
 

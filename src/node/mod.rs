@@ -6,13 +6,18 @@
 //! beside the WebSocket — `/_broadcast` (`broadcast.rs`) and `/metrics` (`metrics.rs`) — read the
 //! same node.
 
+mod api;
 mod broadcast;
+mod control;
 mod hub;
 mod limits;
 mod metrics;
 mod origins;
 mod presence;
 
+pub(crate) use api::publications_of;
+pub use api::Api;
+pub(crate) use control::{Command, Question, CONTROL_TOPIC};
 pub(crate) use hub::{Ack, Hub, StreamJoin};
 pub use limits::Limits;
 pub(crate) use limits::{
@@ -25,7 +30,7 @@ use presence::Presence;
 use crate::auth::{Auth, ConnectProxy, Deadlines, Proxy};
 use crate::broker::{Broker, BrokerError, Delivery, MemoryBroker, StreamRead};
 use crate::protocol::{PresenceMember, ServerMessage};
-use crate::router::{topic, ActionDef, Authorizer, ChannelDef, ConnectHook, RouteDef};
+use crate::router::{ActionDef, Authorizer, ChannelDef, ConnectHook, RouteDef};
 use crate::session::Session;
 use crate::ws::{self, Rejection, Text, WebSocket};
 use crate::Router;
@@ -56,6 +61,9 @@ pub enum PublishError {
     /// The server refused the broadcast (client address not allowed, or wrong token).
     #[error("broadcast refused: {0}")]
     Refused(String),
+    /// The publication's data is larger than its namespace allows.
+    #[error("Publication data too large: at most {0} bytes of JSON.")]
+    DataTooLarge(usize),
     /// The server could not be reached ([`Publisher`](crate::Publisher) only).
     #[error("server unreachable: {0}")]
     Unreachable(String),
@@ -92,6 +100,8 @@ pub(crate) struct Counters {
 
 pub(crate) struct NodeInner {
     pub channels: HashMap<String, Arc<ChannelDef>>,
+    /// Namespaces by name (`""`: channels without `:`).
+    pub namespaces: HashMap<String, Arc<ChannelDef>>,
     pub actions: HashMap<String, Arc<ActionDef>>,
     pub routes: HashMap<String, Arc<RouteDef>>,
     pub on_connect: Vec<ConnectHook>,
@@ -126,8 +136,11 @@ pub(crate) struct NodeInner {
     pub origins: Origins,
     /// New connections per second per client address (checked at the handshake).
     pub connection_rate: ConnectionRate,
-    /// Open connections per user id, for `limits.connections_per_user`.
+    /// Open connections per user id, for `limits.connections_per_user` and the API's
+    /// `disconnect` and `unsubscribe`.
     pub user_connections: UserConnections,
+    /// Commands and surveys to and from the other nodes.
+    pub control: control::Control,
 }
 
 /// A Switchboard server: mount its [`endpoint`](Node::endpoint) on a path of an axum app, or use
@@ -158,6 +171,35 @@ pub struct NodeBuilder {
     presence_ttl: std::time::Duration,
     limits: Limits,
     origins: Origins,
+}
+
+impl NodeInner {
+    /// The channel a client or an API call names: a typed channel by its name, else the
+    /// namespace the name belongs to (`chat:lobby` → `chat`, `news` → `""`). A name that starts
+    /// with a typed channel's name and `#` is that channel's topic, never a namespace channel.
+    pub fn channel(&self, name: &str) -> Option<&Arc<ChannelDef>> {
+        if let Some(def) = self.channels.get(name) {
+            return Some(def);
+        }
+        if self.namespaces.is_empty() {
+            return None;
+        }
+        if let Some((head, _)) = name.split_once('#') {
+            if self.channels.contains_key(head) {
+                return None;
+            }
+        }
+        self.namespaces.get(crate::router::namespace_of(name))
+    }
+
+    /// The channel a hub topic belongs to (`name`, `name#key`, or a namespace channel).
+    pub fn channel_of_topic(&self, topic: &str) -> Option<&Arc<ChannelDef>> {
+        let head = topic.split_once('#').map_or(topic, |(head, _)| head);
+        match self.channels.get(head) {
+            Some(def) => Some(def),
+            None => self.namespaces.get(crate::router::namespace_of(topic)),
+        }
+    }
 }
 
 impl NodeBuilder {
@@ -244,10 +286,15 @@ impl NodeBuilder {
         for def in self.router.channels {
             channels.insert(def.name.clone(), def);
         }
+        let mut namespaces = HashMap::new();
+        for def in self.router.namespaces {
+            namespaces.insert(def.name.clone(), def);
+        }
         let actions = self.router.actions.into_iter().map(|a| (a.name.clone(), a)).collect();
         let routes = self.router.routes.into_iter().map(|r| (r.name.clone(), r)).collect();
         let inner = Arc::new(NodeInner {
             channels,
+            namespaces,
             actions,
             routes,
             on_connect: self.router.on_connect,
@@ -271,12 +318,22 @@ impl NodeBuilder {
             user_connections: UserConnections::default(),
             limits: self.limits,
             origins: self.origins,
+            control: control::Control::default(),
         });
-        for def in inner.channels.values() {
+        for def in inner.channels.values().chain(inner.namespaces.values()) {
             let _ = def.node.set(Arc::downgrade(&inner));
         }
-        inner.broker.start(Delivery::new(hub));
-        Node { inner }
+        let weak = Arc::downgrade(&inner);
+        inner
+            .broker
+            .start(Delivery::new(hub, move |text: &str| control::handle(&weak, text)));
+        let node = Node { inner };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            node.start_control();
+        } else {
+            tracing::warn!("node built outside a tokio runtime: the HTTP API's cross-node commands are off");
+        }
+        node
     }
 }
 
@@ -448,12 +505,47 @@ impl Node {
 
     /// Broadcasts on `channel` with untyped parameters (validated against the channel's type),
     /// as `/_broadcast` does.
+    ///
+    /// On a channel of a [`Namespace`](crate::Namespace), `params` is the publication's data
+    /// (opaque JSON).
     pub async fn broadcast(&self, channel: &str, params: Value) -> Result<(), PublishError> {
         let def = self
             .inner
-            .channels
-            .get(channel)
+            .channel(channel)
             .ok_or_else(|| PublishError::NotFound(channel.to_owned()))?;
+        match def.namespace {
+            Some(_) => self.publish_to_namespace(def, channel, &params).await.map(drop),
+            None => self.broadcast_typed(def, params).await.map(drop),
+        }
+    }
+
+    /// The server HTTP API (`POST /api/{method}`, PROTOCOL.md "Server HTTP API") and, when
+    /// `api` has an admin password, the admin page at `/admin`; merge it into the application:
+    ///
+    /// ```no_run
+    /// # let node = switchboard::Node::new(switchboard::Router::new());
+    /// let app = node.app().merge(node.api_router(switchboard::Api::new("change-me")));
+    /// # let _ = app;
+    /// ```
+    pub fn api_router(&self, api: Api) -> axum::Router {
+        let api = Arc::new(api);
+        let node = self.clone();
+        let calls = {
+            let api = api.clone();
+            axum::routing::post(move |method, request| api::handle(node.clone(), api.clone(), method, request))
+        };
+        let router = axum::Router::new().route("/api/{method}", calls);
+        if api.has_admin() {
+            router.route("/admin", axum::routing::get(api::admin_page))
+        } else {
+            router
+        }
+    }
+
+    /// Broadcasts on a typed channel with untyped parameters; the stream offset on a history
+    /// channel.
+    pub(crate) async fn broadcast_typed(&self, def: &ChannelDef, params: Value) -> Result<Option<u64>, PublishError> {
+        let channel = def.name.as_str();
         let params = match params {
             Value::Null => Value::Object(Default::default()),
             Value::Object(params) => Value::Object(params),
@@ -464,7 +556,7 @@ impl Node {
             .prepare(params)
             .map_err(|_| PublishError::InvalidParams(channel.to_owned()))?;
         let data = prepared.data.await.map_err(PublishError::Failed)?;
-        self.publish_data(def, &prepared.key, &data).await
+        self.publish_data(def, channel, &prepared.key, &data).await
     }
 
     /// Bidirectional channels open on this node's connections (for leak checks; also in `/metrics`).
@@ -472,23 +564,50 @@ impl Node {
         self.inner.counters.duplex_channels.load(Ordering::Relaxed)
     }
 
-    /// Encodes a publication once and hands it to the broker; on a history channel the broker
-    /// completes it with the stream's next offset.
-    pub(crate) async fn publish_data(&self, def: &ChannelDef, key: &str, data: &Value) -> Result<(), PublishError> {
-        let mut message = ServerMessage::data_envelope(&def.name, data).encode();
-        let topic = topic(&def.name, key);
+    /// Publishes opaque `data` on `channel`, a channel of namespace `def`, after its size check.
+    pub(crate) async fn publish_to_namespace(
+        &self,
+        def: &ChannelDef,
+        channel: &str,
+        data: &Value,
+    ) -> Result<Option<u64>, PublishError> {
+        if let Some(rules) = def.namespace {
+            if json_len(data) > rules.max_data_bytes {
+                return Err(PublishError::DataTooLarge(rules.max_data_bytes));
+            }
+        }
+        self.publish_data(def, channel, "", data).await
+    }
+
+    /// Encodes a publication on `channel` (the def's name, or a channel of its namespace) once
+    /// and hands it to the broker; on a history channel the broker completes it with the
+    /// stream's next offset, which is returned.
+    pub(crate) async fn publish_data(
+        &self,
+        def: &ChannelDef,
+        channel: &str,
+        key: &str,
+        data: &Value,
+    ) -> Result<Option<u64>, PublishError> {
+        let mut message = ServerMessage::data_envelope(channel, data).encode();
+        let topic = def.topic_for(channel, key);
         let result = match def.history {
-            None => self.inner.broker.publish(&topic, Text::from(message)).await,
+            None => self
+                .inner
+                .broker
+                .publish(&topic, Text::from(message))
+                .await
+                .map(|()| None),
             Some(history) => {
                 // `{…,"data":…}` without its brace: the broker appends `,"offset":N}`.
                 message.pop();
                 let published = self.inner.broker.publish_to_stream(&topic, message, history.policy);
-                published.await.map(drop)
+                published.await.map(Some)
             }
         };
         let counters = &self.inner.counters;
         match result {
-            Ok(()) => counters.publications.fetch_add(1, Ordering::Relaxed),
+            Ok(_) => counters.publications.fetch_add(1, Ordering::Relaxed),
             Err(_) => counters.publish_failures.fetch_add(1, Ordering::Relaxed),
         };
         result.map_err(Into::into)
@@ -499,6 +618,31 @@ impl Node {
     /// publication. See [`Hub::join`] for how joins and leaves of one topic are serialised.
     pub(crate) async fn join(&self, topic: &str, ws: &WebSocket, ack: Ack) -> Result<(), BrokerError> {
         self.inner.hub.join(topic, ws, ack, &*self.inner.broker).await
+    }
+
+    /// The `history` of a topic: the latest `limit` publications (at most the history's size;
+    /// by default its recovery limit), or those after `since` — the latest when `since` is of
+    /// another epoch (it continues nothing kept).
+    pub(crate) async fn history(
+        &self,
+        def: &ChannelDef,
+        topic: &str,
+        limit: Option<u64>,
+        since: Option<&crate::protocol::Position>,
+    ) -> Result<StreamRead, BrokerError> {
+        let Some(history) = def.history else {
+            return Err(BrokerError(format!("channel '{}' keeps no history", def.name)));
+        };
+        let limit = limit.map_or(history.recovery_limit, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let limit = limit.min(history.policy.size);
+        match since {
+            // One read when the epoch matches (the usual case), a second only when it does not.
+            Some(since) => match self.read_stream(def, topic, Some(since.offset), limit).await {
+                Ok(read) if read.position.epoch != since.epoch => self.read_stream(def, topic, None, limit).await,
+                other => other,
+            },
+            None => self.read_stream(def, topic, None, limit).await,
+        }
     }
 
     /// Reads a history topic's stream (see [`Broker::read_stream`]).
@@ -527,6 +671,23 @@ impl Node {
         format!("{}-{connection}", self.inner.name)
     }
 
+    /// Ends `user`'s subscriptions to `channel` on this node (the HTTP API's `unsubscribe`): its
+    /// connections leave the topic and are told `unsubscribed` (without an id).
+    pub(crate) fn unsubscribe_user(&self, user: &str, channel: &str) {
+        let Some(def) = self.inner.channel(channel) else { return };
+        let topic = def.topic_for(channel, "");
+        for ws in self.inner.user_connections.of(user) {
+            if self.inner.hub.has(&topic, ws.id()) {
+                self.leave(&topic, &ws);
+                let told = ServerMessage::Unsubscribed {
+                    channel: channel.to_owned(),
+                    id: None,
+                };
+                let _ = ws.send_text(told.encode());
+            }
+        }
+    }
+
     /// A member as the wire shows it.
     pub(crate) fn presence_member(&self, member: &Member) -> PresenceMember {
         PresenceMember {
@@ -536,17 +697,20 @@ impl Node {
         }
     }
 
-    /// The channel a topic belongs to (`name` or `name#key`).
-    fn channel_of_topic(&self, topic: &str) -> Option<&Arc<ChannelDef>> {
-        let name = topic.split_once('#').map_or(topic, |(name, _)| name);
-        self.inner.channels.get(name)
-    }
-
     /// A subscriber of a presence topic is a member.
-    pub(crate) fn presence_join(&self, def: &ChannelDef, topic: &str, connection: u64, identity: Arc<crate::Identity>) {
+    pub(crate) fn presence_join(
+        &self,
+        def: &ChannelDef,
+        channel: &str,
+        topic: &str,
+        connection: u64,
+        identity: Arc<crate::Identity>,
+    ) {
         let Some(settings) = def.presence else { return };
-        let key = topic.split_once('#').map_or("", |(_, key)| key);
-        let params = def.params_of_key(key);
+        let params = match def.namespace {
+            Some(_) => Value::Object(Default::default()),
+            None => def.params_of_key(topic.split_once('#').map_or("", |(_, key)| key)),
+        };
         let member = Member { connection, identity };
         if self.inner.broker.shares_presence() {
             let shared = presence::shared_member(&self.presence_member(&member), &self.inner.name);
@@ -554,14 +718,14 @@ impl Node {
             self.inner.presence_sync.add(&self.inner, topic, client, shared);
         }
         let presence = &self.inner.presence;
-        if presence.join(topic, &def.name, &params, member, settings.join_leave) {
+        if presence.join(topic, channel, &params, member, settings.join_leave) {
             self.schedule_diff(topic, settings.window);
         }
     }
 
     /// A member left (unsubscribed, or its connection ended).
     fn presence_leave(&self, topic: &str, connection: u64) {
-        let Some(settings) = self.channel_of_topic(topic).and_then(|def| def.presence) else {
+        let Some(settings) = self.inner.channel_of_topic(topic).and_then(|def| def.presence) else {
             return;
         };
         if self.inner.broker.shares_presence() {
@@ -665,4 +829,22 @@ impl Node {
             }
         });
     }
+}
+
+/// The length of `value` as JSON text, without building the text.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail; a `Value` always serializes.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }

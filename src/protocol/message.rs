@@ -37,6 +37,12 @@ pub(crate) enum ClientMessage {
         data: Option<Value>,
         id: Option<Value>,
     },
+    /// Publish `data` on a channel of a namespace that lets clients publish.
+    Publish {
+        channel: String,
+        data: Option<Value>,
+        id: Option<Value>,
+    },
     /// Call an action with the parameters in `data`.
     Action {
         channel: String,
@@ -123,8 +129,15 @@ pub(crate) enum ServerMessage {
         position: Option<Position>,
         recovered: Option<bool>,
     },
-    /// The answer to `unsubscribe` (sent even when there was no such subscription).
+    /// The answer to `unsubscribe` (sent even when there was no such subscription), or, without
+    /// an id, the server ended the subscription (the HTTP API's `unsubscribe`).
     Unsubscribed { channel: String, id: Option<Value> },
+    /// The answer to `publish`: the publication was accepted; `offset` on a history channel.
+    Published {
+        channel: String,
+        id: Option<Value>,
+        offset: Option<u64>,
+    },
     /// A publication (or a channel's `default_response`); `offset` on a history channel.
     Data {
         channel: String,
@@ -332,6 +345,7 @@ impl ClientMessage {
                 }
             }
             "unsubscribe" => ClientMessage::Unsubscribe { channel, data, id },
+            "publish" => ClientMessage::Publish { channel, data, id },
             "action" => ClientMessage::Action { channel, data, id },
             "open" => ClientMessage::Open { channel, data, id },
             "emit" | "request" => {
@@ -381,6 +395,7 @@ impl ClientMessage {
             ClientMessage::Subscribe { id, .. }
             | ClientMessage::History { id, .. }
             | ClientMessage::Unsubscribe { id, .. }
+            | ClientMessage::Publish { id, .. }
             | ClientMessage::Action { id, .. }
             | ClientMessage::Open { id, .. }
             | ClientMessage::Connect { id, .. }
@@ -423,6 +438,7 @@ impl ClientMessage {
             ClientMessage::Unsubscribe { channel, data, id } => {
                 call("unsubscribe", channel, data.as_ref(), id.as_ref())
             }
+            ClientMessage::Publish { channel, data, id } => call("publish", channel, data.as_ref(), id.as_ref()),
             ClientMessage::Action { channel, data, id } => call("action", channel, data.as_ref(), id.as_ref()),
             ClientMessage::Open { channel, data, id } => call("open", channel, data.as_ref(), id.as_ref()),
             ClientMessage::Duplex(message) => message.envelope(),
@@ -474,6 +490,7 @@ impl ClientMessage {
             ClientMessage::Subscribe { channel, id, .. }
             | ClientMessage::History { channel, id, .. }
             | ClientMessage::Unsubscribe { channel, id, .. }
+            | ClientMessage::Publish { channel, id, .. }
             | ClientMessage::Action { channel, id, .. }
             | ClientMessage::Open { channel, id, .. }
             | ClientMessage::Presence { channel, id, .. }
@@ -629,6 +646,10 @@ impl ServerMessage {
                 ..with_position(call("history", channel, None, id.as_ref()), Some(position))
             },
             ServerMessage::Unsubscribed { channel, id } => call("unsubscribed", channel, None, id.as_ref()),
+            ServerMessage::Published { channel, id, offset } => Envelope {
+                offset: *offset,
+                ..call("published", channel, None, id.as_ref())
+            },
             ServerMessage::Opened { channel, id } => call("opened", channel, None, id.as_ref()),
             ServerMessage::Data { channel, data, offset } => Envelope {
                 offset: *offset,
@@ -734,6 +755,11 @@ impl ServerMessage {
                 publications: envelope.publications.clone().map(Cow::into_owned).unwrap_or_default(),
             },
             "unsubscribed" => ServerMessage::Unsubscribed { channel: named()?, id },
+            "published" => ServerMessage::Published {
+                channel: named()?,
+                id,
+                offset: envelope.offset,
+            },
             "opened" => ServerMessage::Opened { channel: named()?, id },
             "data" => ServerMessage::Data {
                 channel: named()?,

@@ -102,3 +102,18 @@ pub fn no_presence(channel: &str) -> String {
 
 /// A `cursor` that is not one a presence reply gave.
 pub const INVALID_CURSOR: &str = "Invalid cursor: expected a cursor from a presence reply.";
+
+/// `publish` on a channel whose namespace does not let clients publish (or a typed channel).
+pub fn publish_not_allowed(channel: &str) -> String {
+    format!("Publishing to channel '{channel}' is not allowed for clients.")
+}
+
+/// `history` on a namespace channel whose history clients may not read.
+pub fn history_not_allowed(channel: &str) -> String {
+    format!("History of channel '{channel}' is not available to clients.")
+}
+
+/// `presence` or `presence_stats` on a namespace channel whose presence clients may not read.
+pub fn presence_not_allowed(channel: &str) -> String {
+    format!("Presence of channel '{channel}' is not available to clients.")
+}

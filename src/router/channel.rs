@@ -5,6 +5,7 @@
 //! `user_id: 123` reaches the clients that subscribed with `user_id: 123` and nobody else. A channel
 //! with no subscribe-time parameters has one key, so every subscriber gets every broadcast.
 
+use super::namespace::NamespaceRules;
 use super::params::{from_params, InvalidParams};
 use crate::broker::HistoryPolicy;
 use crate::node::NodeInner;
@@ -249,6 +250,7 @@ where
             history: self.history,
             access: self.access,
             presence: self.presence,
+            namespace: None,
             node: OnceLock::new(),
             prepare: Box::new(move |params: Value| {
                 let params: P = from_params(params)?;
@@ -282,9 +284,12 @@ pub(crate) struct ChannelDef {
     pub history: Option<History>,
     pub access: SubscribeAccess,
     pub presence: Option<PresenceSettings>,
+    /// A namespace's rules (the def stands for every channel of the namespace); `None` for a
+    /// typed channel.
+    pub namespace: Option<NamespaceRules>,
     /// Set when the router is mounted on a node.
     pub node: OnceLock<Weak<NodeInner>>,
-    prepare: Box<dyn Fn(Value) -> Result<Prepared, InvalidParams> + Send + Sync>,
+    pub(super) prepare: Box<dyn Fn(Value) -> Result<Prepared, InvalidParams> + Send + Sync>,
 }
 
 impl ChannelDef {
@@ -320,6 +325,15 @@ impl ChannelDef {
     /// The hub topic of this channel for a subscriber key.
     pub fn topic(&self, key: &str) -> String {
         topic(&self.name, key)
+    }
+
+    /// The hub topic of the channel a client names `channel` (this def's name, or a channel of
+    /// this namespace) with subscriber key `key`: a namespace channel's topic is its name.
+    pub fn topic_for(&self, channel: &str, key: &str) -> String {
+        match self.namespace {
+            Some(_) => channel.to_owned(),
+            None => topic(&self.name, key),
+        }
     }
 }
 
@@ -381,7 +395,8 @@ impl<P: Serialize + Send + 'static> ChannelRef<P> {
         let key = key_of(&params, &self.def.required);
         let data = (self.func)(params).await.map_err(PublishError::Failed)?;
         crate::node::Node::from_inner(node)
-            .publish_data(&self.def, &key, &data)
+            .publish_data(&self.def, &self.def.name, &key, &data)
             .await
+            .map(drop)
     }
 }

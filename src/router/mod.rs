@@ -4,11 +4,14 @@
 
 mod action;
 mod channel;
+mod namespace;
 mod params;
 
 pub(crate) use action::ActionDef;
-pub(crate) use channel::{topic, ChannelDef};
+pub(crate) use channel::ChannelDef;
 pub use channel::{Channel, ChannelRef};
+pub(crate) use namespace::{check_channel_name, namespace_of, users_of};
+pub use namespace::{Namespace, SubscribeRule};
 
 use crate::duplex::Duplex;
 use crate::session::Connection;
@@ -36,6 +39,7 @@ use std::sync::Arc;
 #[derive(Default)]
 pub struct Router {
     pub(crate) channels: Vec<Arc<ChannelDef>>,
+    pub(crate) namespaces: Vec<Arc<ChannelDef>>,
     pub(crate) actions: Vec<Arc<ActionDef>>,
     pub(crate) routes: Vec<Arc<RouteDef>>,
     pub(crate) on_connect: Vec<ConnectHook>,
@@ -82,6 +86,15 @@ impl Router {
         let (def, handle) = channel.into_parts();
         self.channels.push(def);
         handle
+    }
+
+    /// Declares a namespace: channels that carry opaque JSON, configured by rules (`chat`
+    /// configures `chat:lobby`, `chat:random`, …). Typed channels are looked up first: a channel
+    /// name declared with [`channel`](Self::channel) is never a namespace channel. A second
+    /// namespace of the same name replaces the first.
+    pub fn namespace(&mut self, namespace: Namespace) -> &mut Self {
+        self.namespaces.push(namespace.into_def());
+        self
     }
 
     /// Declares an action: `func` gets the validated parameters; its result is the reply's `data`,
@@ -151,6 +164,7 @@ impl Router {
     /// Adds everything declared in `other`.
     pub fn merge(&mut self, other: Router) -> &mut Self {
         self.channels.extend(other.channels);
+        self.namespaces.extend(other.namespaces);
         self.actions.extend(other.actions);
         self.routes.extend(other.routes);
         self.on_connect.extend(other.on_connect);

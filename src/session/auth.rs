@@ -119,10 +119,13 @@ impl Session {
     }
 
     /// Forgets the connection's deadline and uncounts it from its user's (it closed).
-    pub(super) fn close_auth(&mut self) {
+    pub(super) fn close_auth(&mut self, ws: &WebSocket) {
         self.set_deadline(None);
         if self.auth.as_ref().is_some_and(|state| state.counted) {
-            self.node.inner.user_connections.remove(self.identity().user_id());
+            self.node
+                .inner
+                .user_connections
+                .remove(self.identity().user_id(), ws.id());
         }
     }
 
@@ -237,7 +240,7 @@ impl Session {
                 refuse(ws, Refusal::Expired, id);
                 false
             }
-            Ok(identity) if !self.count_user(identity.user_id()) => {
+            Ok(identity) if !self.count_user(ws, identity.user_id()) => {
                 self.node.inner.counters.limit_refusals.add(Refused::UserConnections);
                 tracing::info!(
                     conn = ws.id(),
@@ -267,13 +270,13 @@ impl Session {
 
     /// Counts the connection in `user`'s; false if the user has its limit of connections on
     /// this node already.
-    fn count_user(&mut self, user: &str) -> bool {
+    fn count_user(&mut self, ws: &WebSocket, user: &str) -> bool {
         let Some(state) = &mut self.auth else { return true };
         if state.counted || user.is_empty() {
             return true;
         }
         let max = self.node.inner.limits.connections_per_user;
-        state.counted = self.node.inner.user_connections.try_add(user, max);
+        state.counted = self.node.inner.user_connections.try_add(user, ws, max);
         state.counted
     }
 
@@ -310,10 +313,14 @@ impl Session {
         &self,
         ws: &WebSocket,
         def: &ChannelDef,
+        name: &str,
         data: Option<&Value>,
         token: Option<&str>,
     ) -> Result<Option<Value>, String> {
         let identity = self.identity();
+        if def.namespace.is_some_and(|rules| rules.user_limited) && !may_use_user_channel(&identity, name) {
+            return Err(text::PERMISSION_DENIED.to_owned());
+        }
         if def.access.proxy {
             let Some(proxy) = self.node.inner.proxy.as_ref().filter(|p| p.has_subscribe()) else {
                 tracing::warn!(
@@ -323,7 +330,7 @@ impl Session {
                 return Err(text::PERMISSION_DENIED.to_owned());
             };
             let client = self.client_id(ws);
-            let asked = proxy.ask_subscribe(&client, identity.user_id(), &def.name, data).await;
+            let asked = proxy.ask_subscribe(&client, identity.user_id(), name, data).await;
             proxy_refusal(ws, asked, text::SUBSCRIBE_UNAVAILABLE)?;
         }
         if def.access.token {
@@ -343,8 +350,8 @@ impl Session {
             let Some(token) = token else {
                 return Err(text::PERMISSION_DENIED.to_owned());
             };
-            if let Err(refusal) = tokens.verify_subscription(token, identity.user_id(), &def.name).await {
-                tracing::info!(channel = def.name, user = identity.user_id(), %refusal, "subscription token refused");
+            if let Err(refusal) = tokens.verify_subscription(token, identity.user_id(), name).await {
+                tracing::info!(channel = name, user = identity.user_id(), %refusal, "subscription token refused");
                 return Err(text::PERMISSION_DENIED.to_owned());
             }
         }
@@ -369,6 +376,13 @@ impl Session {
         object.insert(field.clone(), Value::String(identity.user_id().to_owned()));
         Ok(Some(Value::Object(object)))
     }
+}
+
+/// True when `identity` is one of the users a channel of a user-limited namespace names
+/// (`inbox:mail#42`); anonymous connections never are.
+pub(super) fn may_use_user_channel(identity: &Identity, channel: &str) -> bool {
+    let user = identity.user_id();
+    !user.is_empty() && crate::router::users_of(channel).any(|named| named == user)
 }
 
 /// A proxy's answer as the error text for the client (`Err`); a `disconnect` also closes the

@@ -12,7 +12,7 @@ pub use connection::Connection;
 use crate::broker::{StreamPosition, StreamRead};
 use crate::duplex::Duplex;
 use crate::node::{Ack, MessageRate, Node, Refused, StreamJoin, Verdict, RATE_CLOSE_CODE};
-use crate::protocol::{text, ActionStatus, ClientMessage, DuplexMessage, Position, Publication, ServerMessage};
+use crate::protocol::{text, ActionStatus, ClientMessage, DuplexMessage, Position, ServerMessage};
 use crate::router::{Access, ChannelDef};
 use crate::ws::{CloseFrame, Handler, Text, WebSocket};
 use serde_json::Value;
@@ -126,6 +126,7 @@ impl Session {
                 self.history(ws, channel, data, id, token, (limit, since)).await
             }
             ClientMessage::Unsubscribe { channel, data, id } => self.unsubscribe(ws, channel, data, id),
+            ClientMessage::Publish { channel, data, id } => self.publish(ws, channel, data, id).await,
             ClientMessage::Action { channel, data, id } => self.action(ws, channel, data, id).await,
             ClientMessage::Open { channel, data, id } => self.open(ws, channel, data, id),
             ClientMessage::Duplex(message) => self.duplex(ws, message),
@@ -135,27 +136,29 @@ impl Session {
     /// The channel `name` and the topic `data` names, after SocketAPI's checks: the channel
     /// exists, the subscribe-time parameters validate, and the channel function accepts them (its
     /// result is returned: the `default_response`) — and the identity's: a channel keyed by user
-    /// takes the connection's user, a private one a valid subscription `token`. On a refusal the
-    /// error is already sent.
+    /// takes the connection's user, a private one a valid subscription `token`, a user-limited
+    /// namespace channel names the connection's user — and what `purpose` needs (history,
+    /// presence, and that the namespace lets clients use them). On a refusal the error is
+    /// already sent.
     async fn topic_of(
         &self,
         ws: &WebSocket,
         name: &str,
         data: Option<&Value>,
         id: &Option<Value>,
-        needs_history: bool,
+        purpose: Purpose,
         token: Option<&str>,
     ) -> Option<(Arc<ChannelDef>, String, Value)> {
         let refuse = |message: String| reply(ws, error(message, name.to_owned(), id.clone()));
-        let Some(def) = self.node.inner.channels.get(name).cloned() else {
+        let Some(def) = self.node.inner.channel(name).cloned() else {
             refuse(text::channel_not_found(name));
             return None;
         };
-        if needs_history && def.history.is_none() {
-            refuse(text::no_history(name));
+        if let Err(message) = purpose.allowed(&def, name) {
+            refuse(message);
             return None;
         }
-        let data = match self.admit_subscriber(ws, &def, data, token).await {
+        let data = match self.admit_subscriber(ws, &def, name, data, token).await {
             Ok(data) => data,
             Err(message) => {
                 refuse(message);
@@ -173,11 +176,52 @@ impl Session {
         };
         // SocketAPI calls the channel function on subscribe: its error rejects the subscription.
         match crate::auth::scope(identity, prepared.data).await {
-            Ok(initial) => Some((def.clone(), def.topic(&prepared.key), initial)),
+            Ok(initial) => {
+                let topic = def.topic_for(name, &prepared.key);
+                Some((def, topic, initial))
+            }
             Err(message) => {
                 refuse(message);
                 None
             }
+        }
+    }
+
+    /// `publish` from the client, on a namespace channel that allows it: the connection must be
+    /// one that may subscribe (see [`Namespace::client_publish`](crate::Namespace::client_publish)).
+    async fn publish(&mut self, ws: &WebSocket, name: String, data: Option<Value>, id: Option<Value>) {
+        let Some(def) = self.node.inner.channel(&name).cloned() else {
+            return reply(ws, error(text::channel_not_found(&name), name, id));
+        };
+        let Some(rules) = def.namespace.filter(|rules| rules.client_publish) else {
+            return reply(ws, error(text::publish_not_allowed(&name), name, id));
+        };
+        if let Err(message) = crate::router::check_channel_name(&name) {
+            return reply(ws, error(message, name, id));
+        }
+        let identity = self.identity();
+        let allowed = if rules.user_limited {
+            auth::may_use_user_channel(&identity, &name)
+        } else if def.access.token || def.access.proxy {
+            // A token or the proxy admitted its subscription: only subscribers may publish.
+            self.topics.contains(&name)
+        } else {
+            true
+        };
+        if !allowed {
+            return reply(ws, error(text::PERMISSION_DENIED, name, id));
+        }
+        let data = data.unwrap_or(Value::Null);
+        match self.node.publish_to_namespace(&def, &name, &data).await {
+            Ok(offset) => reply(
+                ws,
+                ServerMessage::Published {
+                    channel: name,
+                    id,
+                    offset,
+                },
+            ),
+            Err(err) => reply(ws, error(err.to_string(), name, id)),
         }
     }
 
@@ -190,10 +234,20 @@ impl Session {
         recover: Option<Position>,
         token: Option<String>,
     ) {
+        let purpose = match recover {
+            Some(_) => Purpose::Recover,
+            None => Purpose::Subscribe,
+        };
         let topic = self
-            .topic_of(ws, &name, data.as_ref(), &id, recover.is_some(), token.as_deref())
+            .topic_of(ws, &name, data.as_ref(), &id, purpose, token.as_deref())
             .await;
         let Some((def, topic, initial)) = topic else { return };
+        // The HTTP API's `unsubscribe` may have taken the connection out of the topic meanwhile.
+        if let Some(at) = self.topics.iter().position(|t| *t == topic) {
+            if !self.node.inner.hub.has(&topic, ws.id()) {
+                self.topics.swap_remove(at);
+            }
+        }
         if self.topics.contains(&topic) {
             // Already subscribed: answer as before, without asking the broker again (which, if
             // it were down, would report an error for a subscription that stays in place). A
@@ -256,7 +310,7 @@ impl Session {
                 return reply(ws, error(err.to_string(), name, id));
             }
             if def.presence.is_some() {
-                self.node.presence_join(&def, &topic, ws.id(), self.identity());
+                self.node.presence_join(&def, &name, &topic, ws.id(), self.identity());
             }
             self.topics.reserve_exact(1);
             self.topics.push(topic);
@@ -283,23 +337,11 @@ impl Session {
         token: Option<&str>,
         (limit, since): (Option<u64>, Option<Position>),
     ) {
-        let topic = self.topic_of(ws, &name, data.as_ref(), &id, true, token).await;
+        let topic = self
+            .topic_of(ws, &name, data.as_ref(), &id, Purpose::History, token)
+            .await;
         let Some((def, topic, _)) = topic else { return };
-        let Some(history) = def.history else { return };
-        let limit = limit.map_or(history.recovery_limit, |l| usize::try_from(l).unwrap_or(usize::MAX));
-        let limit = limit.min(history.policy.size);
-        let read = match &since {
-            // A `since` of another epoch continues nothing kept: the latest are sent.
-            // One read when the epoch matches (the usual case), a second only when it does not.
-            Some(since) => match self.node.read_stream(&def, &topic, Some(since.offset), limit).await {
-                Ok(read) if read.position.epoch != since.epoch => {
-                    self.node.read_stream(&def, &topic, None, limit).await
-                }
-                other => other,
-            },
-            None => self.node.read_stream(&def, &topic, None, limit).await,
-        };
-        match read {
+        match self.node.history(&def, &topic, limit, since.as_ref()).await {
             Ok(read) => reply(ws, history_reply(name, id, read)),
             Err(err) => reply(ws, error(err.to_string(), name, id)),
         }
@@ -316,16 +358,10 @@ impl Session {
         token: Option<&str>,
         page: Option<(Option<u64>, Option<String>)>,
     ) {
-        if self
-            .node
-            .inner
-            .channels
-            .get(&name)
-            .is_some_and(|def| def.presence.is_none())
-        {
-            return reply(ws, error(text::no_presence(&name), name, id));
-        }
-        let Some((_, topic, _)) = self.topic_of(ws, &name, data.as_ref(), &id, false, token).await else {
+        let Some((_, topic, _)) = self
+            .topic_of(ws, &name, data.as_ref(), &id, Purpose::Presence, token)
+            .await
+        else {
             return;
         };
         let Some((limit, cursor)) = page else {
@@ -360,7 +396,13 @@ impl Session {
     /// Like SocketAPI, unsubscribing from a channel one is not subscribed to (or that does not
     /// exist) is still answered `unsubscribed`.
     fn unsubscribe(&mut self, ws: &WebSocket, name: String, data: Option<Value>, id: Option<Value>) {
-        if let Some(def) = self.node.inner.channels.get(&name).cloned() {
+        if let Some(def) = self.node.inner.channel(&name).filter(|def| def.namespace.is_some()) {
+            if let Some(at) = self.topics.iter().position(|t| *t == name) {
+                self.topics.swap_remove(at);
+                self.node.leave(&name, ws);
+            }
+            let _ = def;
+        } else if let Some(def) = self.node.inner.channels.get(&name).cloned() {
             // A channel keyed by user names the connection's own subscription.
             let data = match def.access.user_field {
                 Some(_) => self.keyed_data(&def, data.as_ref()).ok().flatten(),
@@ -525,6 +567,37 @@ impl Session {
     }
 }
 
+/// What a client asks of a channel, and so what the channel must offer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Subscribe,
+    /// Subscribe and recover: the channel keeps history.
+    Recover,
+    /// Read the history: the channel keeps it and lets clients read it.
+    History,
+    /// Members and counts: the channel has presence and lets clients ask.
+    Presence,
+}
+
+impl Purpose {
+    fn allowed(self, def: &ChannelDef, name: &str) -> Result<(), String> {
+        if def.namespace.is_some() {
+            crate::router::check_channel_name(name)?;
+        }
+        let rules = def.namespace;
+        match self {
+            Purpose::Subscribe => Ok(()),
+            Purpose::Recover | Purpose::History if def.history.is_none() => Err(text::no_history(name)),
+            Purpose::Recover => Ok(()),
+            Purpose::History if rules.is_some_and(|r| !r.client_history) => Err(text::history_not_allowed(name)),
+            Purpose::History => Ok(()),
+            Purpose::Presence if def.presence.is_none() => Err(text::no_presence(name)),
+            Purpose::Presence if rules.is_some_and(|r| !r.client_presence) => Err(text::presence_not_allowed(name)),
+            Purpose::Presence => Ok(()),
+        }
+    }
+}
+
 /// A message for a channel that is not open here: an event gets an error, a request an error
 /// reply (nothing waits for a timeout); a reply or a close has nobody to reach.
 fn not_open(ws: &WebSocket, message: DuplexMessage) {
@@ -554,21 +627,10 @@ fn position_of(position: &StreamPosition) -> Position {
 
 /// The `history` reply: the kept messages read back as `{offset, data}`.
 fn history_reply(channel: String, id: Option<Value>, read: StreamRead) -> ServerMessage {
-    let publications = read
-        .publications
-        .iter()
-        .filter_map(|(offset, message)| {
-            let data = ServerMessage::parse(message.as_str()).ok().and_then(|m| match m {
-                ServerMessage::Data { data, .. } => Some(data),
-                _ => None,
-            })?;
-            Some(Publication { offset: *offset, data })
-        })
-        .collect();
     ServerMessage::History {
         channel,
         id,
-        publications,
+        publications: crate::node::publications_of(&read),
         position: position_of(&read.position),
     }
 }
@@ -630,7 +692,7 @@ impl Handler for Session {
     }
 
     async fn on_close(&mut self, ws: &WebSocket, close: CloseFrame) {
-        self.close_auth();
+        self.close_auth(ws);
         for topic in std::mem::take(&mut self.topics) {
             self.node.leave(&topic, ws);
         }

@@ -105,6 +105,17 @@ impl WebSocket {
         }
     }
 
+    /// A socket with no connection behind it, for unit tests of what holds sockets.
+    #[cfg(test)]
+    pub(crate) fn detached() -> Self {
+        let handshake = Handshake {
+            uri: http::Uri::from_static("/"),
+            headers: http::HeaderMap::new(),
+            peer: None,
+        };
+        Self::new(handshake, 1 << 20)
+    }
+
     /// A process-unique number for this connection.
     pub fn id(&self) -> u64 {
         self.state.id
