@@ -159,7 +159,7 @@ PAGE = """<!doctype html>
 <title>Chat (Python backend)</title><link rel="icon" href="data:,">
 <style>body{font:15px/1.4 system-ui,sans-serif;max-width:40rem;margin:1rem auto;padding:0 1rem}
 ul{list-style:none;padding:0;min-height:10rem;border:1px solid #ccc;border-radius:6px}li{padding:.2rem .5rem}
-form{display:flex;gap:.5rem}input{flex:1}</style></head><body>
+form{display:flex;gap:.5rem}input{flex:1}[hidden]{display:none!important}</style></head><body>
 <h1>Chat <small id="state"></small></h1>
 <form id="login"><label for="name">Your name</label><input id="name" required autocomplete="username"><button>Log in</button></form>
 <div id="chat" hidden><ul id="messages" aria-live="polite"></ul>
@@ -170,10 +170,11 @@ import { connect } from '/switchboard.js';
 const $ = (id) => document.getElementById(id);
 const seen = new Set();
 function show({ offset, data }) {
+  if (!data || typeof data.text !== 'string') return; // published by someone else with the API key
   if (offset != null && seen.has(offset)) return;
   seen.add(offset);
   const li = document.createElement('li');
-  li.textContent = `${data.user}: ${data.text}`;
+  li.textContent = `${data.user ?? "?"}: ${data.text}`;
   $('messages').append(li);
 }
 function start() {
