@@ -328,3 +328,156 @@ async fn serve_requires_tokens_with_an_hmac_secret_from_flags_or_the_file() {
         .expect("serve");
     assert!(String::from_utf8_lossy(&out.stderr).contains("hmac_secrett"));
 }
+
+/// `POST` to the server HTTP API with the key; the status line and body.
+async fn api(addr: &str, method: &str, key: &str, body: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "POST /api/{method} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: apikey {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.expect("read");
+    response
+}
+
+#[tokio::test]
+async fn the_example_config_starts_a_standalone_server() {
+    // The shipped switchboard.toml, every key in it, as is (only the port is the test's).
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/switchboard.toml");
+    let server = serve(&["--config", path]).await;
+    // No demo with namespaces: the chat namespace is what clients use.
+    let page = http_get(&server.addr, "/").await;
+    assert!(
+        page.starts_with("HTTP/1.1 200") && !page.contains("Type message..."),
+        "{page}"
+    );
+    let (ws, mut rx) = client(&format!("ws://{}/ws", server.addr)).await;
+    ws.send_text(json!({"type": "subscribe", "channel": "chat:lobby", "id": 1}).to_string())
+        .expect("send");
+    assert_eq!(next(&mut rx).await["type"], "subscribed");
+    ws.send_text(json!({"type": "publish", "channel": "chat:lobby", "data": {"text": "hi"}, "id": 2}).to_string())
+        .expect("send");
+    let mut got = vec![next(&mut rx).await, next(&mut rx).await];
+    got.sort_by_key(|m| m["type"].as_str().map(str::to_owned));
+    assert_eq!(
+        got,
+        [
+            json!({"type": "data", "channel": "chat:lobby", "data": {"text": "hi"}, "offset": 1}),
+            json!({"type": "published", "channel": "chat:lobby", "id": 2, "offset": 1}),
+        ]
+    );
+    // The API with the file's key, and `switchboard publish --api-key` through it.
+    let answer = api(
+        &server.addr,
+        "publish",
+        "change-me",
+        r#"{"channel":"chat:lobby","data":"from api"}"#,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#"{"result":{"offset":2,"epoch":"#), "{answer}");
+    assert_eq!(
+        next(&mut rx).await,
+        json!({"type": "data", "channel": "chat:lobby", "data": "from api", "offset": 2})
+    );
+    let out = Command::new(BIN)
+        .args([
+            "publish",
+            "chat:lobby",
+            "[1,2]",
+            "--url",
+            &format!("http://{}", server.addr),
+        ])
+        .args(["--api-key", "change-me"])
+        .output()
+        .expect("publish");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        next(&mut rx).await,
+        json!({"type": "data", "channel": "chat:lobby", "data": [1, 2], "offset": 3})
+    );
+    let out = Command::new(BIN)
+        .args([
+            "publish",
+            "chat:lobby",
+            "1",
+            "--url",
+            &format!("http://{}", server.addr),
+        ])
+        .args(["--api-key", "wrong"])
+        .output()
+        .expect("publish");
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "switchboard: broadcast refused: Missing or wrong API key: send 'Authorization: apikey KEY'."
+    );
+    let wrong = api(&server.addr, "info", "nope", "{}").await;
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    // The admin page is on (admin_password is set).
+    assert!(http_get(&server.addr, "/admin").await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn config_errors_name_the_key_and_the_line() {
+    let dir = std::env::temp_dir().join(format!("switchboard-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cases = [
+        (
+            "unknown-key.toml",
+            "api_key = \"k\"\n[[namespace]]\nname = \"chat\"\nhistory_sise = 10\n",
+            &["line 4", "history_sise"][..],
+        ),
+        (
+            "bad-value.toml",
+            "[[namespace]]\nname = \"chat\"\nsubscribe = \"everyone\"\n",
+            &["line 3", "everyone", "any"][..],
+        ),
+        (
+            "duplicate.toml",
+            "[[namespace]]\nname = \"chat\"\n\n[[namespace]]\nname = \"chat\"\n",
+            &["line 5", "namespace 'chat' is declared twice (first on line 2)"][..],
+        ),
+        (
+            "bad-type.toml",
+            "[[namespace]]\nname = \"chat\"\nhistory_size = -1\n",
+            &["line 3", "history_size"][..],
+        ),
+        (
+            "bad-name.toml",
+            "[[namespace]]\nname = \"chat:x\"\n",
+            &["line 2", "invalid namespace name 'chat:x'"][..],
+        ),
+        (
+            "token-without-keys.toml",
+            "[[namespace]]\nname = \"vip\"\nsubscribe = \"token\"\n",
+            &["line 3", "needs keys to verify subscription tokens"][..],
+        ),
+        (
+            "proxy-without-url.toml",
+            "[[namespace]]\nname = \"x\"\nsubscribe = \"proxy\"\n",
+            &["line 3", "[proxy] subscribe = URL"][..],
+        ),
+    ];
+    for (file, text, wants) in cases {
+        let path = dir.join(file);
+        std::fs::write(&path, text).expect("write");
+        let out = Command::new(BIN)
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--config",
+                path.to_str().expect("path"),
+            ])
+            .output()
+            .expect("serve");
+        assert!(!out.status.success(), "{file} started");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for want in wants {
+            assert!(err.contains(want), "{file}: {want:?} not in:\n{err}");
+        }
+    }
+}

@@ -352,9 +352,14 @@ impl Client {
 
 /// A minimal HTTP/1.1 POST: (status, JSON body).
 pub async fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16, Value) {
+    http_post_with(addr, path, "", body).await
+}
+
+/// [`http_post`] with extra header lines (each ending in `\r\n`).
+pub async fn http_post_with(addr: SocketAddr, path: &str, headers: &str, body: &str) -> (u16, Value) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.expect("write");
