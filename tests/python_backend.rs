@@ -90,17 +90,21 @@ async fn spawn_listening(name: &'static str, mut command: Command, dir: &Path) -
     (proc, addr)
 }
 
+/// A directory of the test (the config, the processes' logs), removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The Python backend and `switchboard serve` configured by the example's switchboard.toml.
 struct Stack {
     switchboard: SocketAddr,
+    // Dropped in this order: the processes (killed), then their directory.
     _procs: (Proc, Proc),
-    dir: PathBuf,
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    _dir: TempDir,
 }
 
 impl Stack {
@@ -117,6 +121,7 @@ impl Stack {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
+        let dir = TempDir(dir);
 
         // The backend needs the server's URL, the server the backend's: the server's port is
         // chosen first (a free one), the backend listens on a free port and says which.
@@ -131,7 +136,7 @@ impl Stack {
             .args(["--port", "0", "--api-key", API_KEY])
             .arg("--switchboard")
             .arg(format!("http://127.0.0.1:{port}"));
-        let (backend_proc, backend) = spawn_listening("python backend", python, &dir).await;
+        let (backend_proc, backend) = spawn_listening("python backend", python, &dir.0).await;
 
         // The example's config with this test's ports and key.
         let text = std::fs::read_to_string(example().join("switchboard.toml")).expect("the example's switchboard.toml");
@@ -147,17 +152,17 @@ impl Stack {
             );
             proxy.insert(key.into(), url.replace("127.0.0.1:8001", &backend.to_string()).into());
         }
-        let path = dir.join("switchboard.toml");
+        let path = dir.0.join("switchboard.toml");
         std::fs::write(&path, toml::to_string(&config).expect("TOML")).expect("write config");
 
         let mut serve = Command::new(BIN);
         serve.arg("serve").arg("--config").arg(&path).env("RUST_LOG", "warn");
-        let (server_proc, switchboard) = spawn_listening("switchboard serve", serve, &dir).await;
+        let (server_proc, switchboard) = spawn_listening("switchboard serve", serve, &dir.0).await;
         assert_eq!(switchboard.port(), port, "bind from the config");
         Some(Stack {
             switchboard,
             _procs: (backend_proc, server_proc),
-            dir,
+            _dir: dir,
         })
     }
 
