@@ -306,6 +306,11 @@ export interface Client {
   watchPresence(channel: string, params: Record<string, unknown> | undefined, onChange: (members: PresenceMember[]) => void, options?: WatchPresenceOptions): () => void;
   /** Call a server action; resolves with its result. */
   action<T = any>(name: string, data?: Record<string, unknown>, options?: RequestOptions): Promise<T>;
+  /**
+   * Publish `data` on a channel of a namespace that lets clients publish (PROTOCOL.md, "publish");
+   * resolves with the publication's `offset` on a history channel; a refusal rejects with a ServerError.
+   */
+  publish(channel: string, data: unknown, options?: RequestOptions): Promise<{ offset?: number }>;
   /** Open (or join) a bidirectional channel. */
   channel(name: string, params?: Record<string, unknown>): Bridge;
   /** Connection state: the handler is called at once with the current state, then on every change; returns a remover. */
@@ -834,6 +839,7 @@ class ClientImpl implements Client {
       case 'history':
       case 'presence':
       case 'presence_stats':
+      case 'published':
       case 'action':
       case 'reply': {
         // an action answer, or the answer to one of our channel requests
@@ -1139,6 +1145,11 @@ class ClientImpl implements Client {
 
   action<T = any>(name: string, data: Record<string, unknown> = {}, options?: RequestOptions): Promise<T> {
     return this.ask({ type: 'action', channel: name, data }, options);
+  }
+
+  async publish(channel: string, data: unknown, options?: RequestOptions): Promise<{ offset?: number }> {
+    const reply: any = await this.ask({ type: 'publish', channel, data }, options);
+    return reply.offset == null ? {} : { offset: reply.offset };
   }
 
   // ---- channels ----
