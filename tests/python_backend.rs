@@ -323,7 +323,7 @@ async fn a_connection_without_a_name_is_closed_with_the_backends_code() {
         client.send(json!({"type": "connect", "data": data, "id": 1}));
         match client.next_event().await {
             Event::Close(close) => {
-                assert_eq!(close.code, 4501, "data {data}: {close:?}");
+                assert_eq!(close.code, 4502, "data {data}: {close:?}");
                 assert_eq!(close.reason, "unauthorized: log in first", "data {data}");
             }
             other => panic!("data {data}: expected the backend's close, got {other:?}"),

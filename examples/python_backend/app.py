@@ -7,7 +7,8 @@ holds the application's logic and is asked over HTTP (PROTOCOL.md, "Proxies"):
 * POST /connect  the connect proxy: who is this connection? The `session` cookie set by /login
                  (browsers), else the `name` of the client's connect `data` ({"name": "alice"},
                  a stand-in for real credentials: anyone may claim any name here). Neither: the
-                 connection is closed with 4501 (a code of 4500-4999: clients do not reconnect).
+                 connection is closed with 4502 (4500-4999: clients do not reconnect; 4501
+                 is the server API's disconnect, so the backend uses a code of its own).
 * POST /rpc      the action proxy: actions the server does not declare itself.
                  `send` {text} publishes {"user", "text"} on `chat:lobby` through the server's
                  HTTP API (/api/publish, with the API key); `online` reads the channel's presence
@@ -119,7 +120,7 @@ def connect(request):
             user = name
     if user is None:
         # Closes the connection with this code; 4500-4999: the client does not reconnect.
-        return {"disconnect": {"code": 4501, "reason": "unauthorized: log in first"}}
+        return {"disconnect": {"code": 4502, "reason": "unauthorized: log in first"}}
     return {"result": {"user": user, "info": {"name": user}}}
 
 
