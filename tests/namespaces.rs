@@ -9,7 +9,8 @@ use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use switchboard::{Channel, Jwt, Namespace, Node, Router, Shutdown, SubscribeRule};
+use switchboard::client::{Client as RustClient, ClientError};
+use switchboard::{Api, Channel, Jwt, Namespace, Node, Router, Shutdown, SubscribeRule};
 use tokio::net::TcpListener;
 
 const SECRET: &[u8] = b"namespaces-test-secret";
@@ -68,10 +69,11 @@ async fn start() -> Server {
     let node = Node::builder(router)
         .auth(Jwt::hmac(SECRET).into_auth().optional())
         .build();
+    let app = node.app().merge(node.api_router(Api::new("k")));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::new();
-    tokio::spawn(switchboard::http::serve(listener, node.app(), shutdown.clone()));
+    tokio::spawn(switchboard::http::serve(listener, app, shutdown.clone()));
     Server { addr, shutdown }
 }
 
@@ -331,4 +333,40 @@ async fn clients_read_history_and_presence_only_where_allowed() {
         )
         .await;
     let _ = WAIT;
+}
+
+#[tokio::test]
+async fn the_rust_client_publishes_and_sees_the_server_end_its_subscription() {
+    let server = start().await;
+    let url = format!("ws://{}/", server.addr);
+    let client = RustClient::builder(&url)
+        .token(token(json!({"sub": "r1", "exp": exp()})))
+        .connect()
+        .await
+        .unwrap();
+    let mut sub = client.subscribe("chat:rust", Value::Null).await.unwrap();
+    let offset = client.publish("chat:rust", json!({"n": 1}), WAIT).await.unwrap();
+    assert_eq!(offset, Some(1));
+    assert_eq!(sub.next().await, Some(json!({"n": 1})));
+    assert_eq!(client.publish("plain", json!("x"), WAIT).await.unwrap(), None);
+    match client.publish("quiet:x", json!(1), WAIT).await {
+        Err(ClientError::Remote(message)) => {
+            assert_eq!(message, "Publishing to channel 'quiet:x' is not allowed for clients.")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // The server API's unsubscribe ends the subscription: its stream ends.
+    let (status, answer) = common::http(
+        server.addr,
+        "POST",
+        "/api/unsubscribe",
+        &[("Authorization", "apikey k")],
+        Some(r#"{"user": "r1", "channel": "chat:rust"}"#),
+    )
+    .await;
+    assert_eq!((status, answer.as_str()), (200, r#"{"result":{}}"#));
+    assert_eq!(
+        tokio::time::timeout(WAIT, sub.next()).await.expect("the stream ends"),
+        None
+    );
 }

@@ -34,6 +34,7 @@ impl Reader {
                 shared.subscribed(id.as_ref(), position, recovered);
                 shared.resolve(id.as_ref(), Ok(Value::Null));
             }
+            ServerMessage::Unsubscribed { id: None, channel } => shared.server_unsubscribed(&channel),
             ServerMessage::Unsubscribed { id, .. } => {
                 shared.resolve(id.as_ref(), Ok(Value::Null));
             }

@@ -412,6 +412,12 @@ impl ClientState {
         None
     }
 
+    /// The server ended the subscriptions of `channel` (its HTTP API's `unsubscribe`): they end
+    /// here (their streams close) and are not renewed after a reconnect.
+    pub fn server_unsubscribed(&self, channel: &str) {
+        self.subs.lock().remove(channel);
+    }
+
     /// Ends the local subscriptions of `channel` made with `params` (the server refused them).
     pub fn drop_subs(&self, channel: &str, params: &Value) {
         let mut subs = self.subs.lock();

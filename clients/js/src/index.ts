@@ -141,6 +141,11 @@ export interface SubscribeOptions {
    * it: `recovered` true when what was missed follows, false when it is lost (see {@link SubscribedInfo.recovered}).
    */
   onRecovery?: (recovered: boolean, info: SubscribedInfo) => void;
+  /**
+   * Called when the server ends the subscription (the server API's `unsubscribe`): it is then
+   * dropped, and not renewed after a reconnect; subscribe again to come back.
+   */
+  onUnsubscribed?: () => void;
 }
 
 export interface HistoryOptions extends RequestOptions {
@@ -854,6 +859,19 @@ class ClientImpl implements Client {
       case 'presence_diff':
         for (const fn of [...this.diffFns]) call(fn, msg);
         return;
+      case 'unsubscribed': {
+        // With an id: the answer to our own unsubscribe. Without: the server ended the channel's
+        // subscriptions; they are dropped, not renewed after a reconnect.
+        if (msg.id != null) return;
+        for (const [k, l] of [...this.live]) if (l.channel === name) this.live.delete(k);
+        for (const sub of [...this.subs]) {
+          if (sub.channel !== name) continue;
+          this.subs.delete(sub);
+          this.tracks.delete(sub.key);
+          if (sub.opts.onUnsubscribed) call(sub.opts.onUnsubscribed);
+        }
+        return;
+      }
       case 'opened': {
         const ask = this.asks.get(key);
         this.asks.delete(key);

@@ -34,3 +34,28 @@ test('publish reaches subscribers and resolves with the offset; refusals reject 
   await assert.rejects(writer.publish('inbox:mail#1', 'x'), (e) => e instanceof ServerError && e.message === "Publishing to channel 'inbox:mail#1' is not allowed for clients.");
   await assert.rejects(writer.publish('nowhere:x', 'x'), (e) => e instanceof ServerError && e.message === "Channel 'nowhere:x' not found.");
 });
+
+test("the server API's unsubscribe ends the subscription: onUnsubscribed, and no more data", async () => {
+  const { jwt, nowSecs } = await import('./util.mjs');
+  const token = jwt({ sub: 'u-unsub', exp: nowSecs() + 3600 }, 'change-me-as-well');
+  const c = cs.open(server.wsUrl, { token });
+  const got = [];
+  let subscribed = false;
+  let ended = 0;
+  c.subscribe('chat:news', {}, (data) => got.push(data), { onSubscribed: () => (subscribed = true), onUnsubscribed: () => ended++ });
+  await waitFor(() => subscribed, 5000, 'subscribed');
+  const api = (method, body) =>
+    fetch(`${server.url}/api/${method}`, { method: 'POST', headers: { Authorization: 'apikey change-me' }, body: JSON.stringify(body) }).then((r) => r.json());
+  assert.deepEqual(await api('unsubscribe', { user: 'u-unsub', channel: 'chat:news' }), { result: {} });
+  await waitFor(() => ended === 1, 5000, 'onUnsubscribed');
+  // A barrier: the writer's own subscription sees the publication; the ended one does not.
+  const writer = cs.open(server.wsUrl);
+  const seen = [];
+  let ok = false;
+  writer.subscribe('chat:news', {}, (d) => seen.push(d), { onSubscribed: () => (ok = true) });
+  await waitFor(() => ok, 5000, 'writer subscribed');
+  assert.equal((await api('publish', { channel: 'chat:news', data: 'after' })).result.offset > 0, true);
+  await waitFor(() => seen.length === 1, 5000, 'the writer got it');
+  assert.deepEqual(got, []);
+  assert.equal(ended, 1);
+});
