@@ -4,29 +4,18 @@
 
 mod common;
 
-use common::{http, Client, Event, WAIT};
+use common::{Served, http, Client, Event, WAIT};
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use switchboard::{Api, Jwt, Namespace, Node, Router, Shutdown};
-use tokio::net::TcpListener;
+use switchboard::{Api, Jwt, Namespace, Node, Router};
 
 const SECRET: &[u8] = b"api-test-secret";
 const KEY: &str = "test-api-key";
 
-struct Server {
-    addr: SocketAddr,
-    shutdown: Shutdown,
-}
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
-
-async fn start() -> Server {
+async fn start() -> Served {
     let mut router = Router::new();
     router
         .namespace(Namespace::new("chat").history(10, Duration::from_secs(60)).presence())
@@ -35,11 +24,7 @@ async fn start() -> Server {
         .auth(Jwt::hmac(SECRET).into_auth().optional())
         .build();
     let app = node.app().merge(node.api_router(Api::new(KEY)));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = Shutdown::new();
-    tokio::spawn(switchboard::http::serve(listener, app, shutdown.clone()));
-    Server { addr, shutdown }
+    common::serve(app).await
 }
 
 fn token(user: &str) -> String {
@@ -48,7 +33,7 @@ fn token(user: &str) -> String {
     jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET).unwrap()).unwrap()
 }
 
-impl Server {
+impl Served {
     /// `POST /api/METHOD` with `body` as is and the API key; the status and JSON answer.
     async fn call_raw(&self, method: &str, body: &str, authorization: Option<&str>) -> (u16, Value) {
         let headers: Vec<(&str, &str)> = authorization.map(|a| ("Authorization", a)).into_iter().collect();

@@ -7,13 +7,13 @@ mod common;
 
 use axum::extract::State;
 use axum::Json;
-use common::{Client, Event};
+use common::{Served, Client, Event};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use switchboard::{Channel, Namespace, Node, Proxy, Router, Shutdown};
+use switchboard::{Channel, Namespace, Node, Proxy, Router};
 use tokio::net::TcpListener;
 
 /// What the backend answers, by the `data.as` of the request (or its action name).
@@ -72,18 +72,8 @@ struct Text {
     text: String,
 }
 
-struct Server {
-    addr: SocketAddr,
-    shutdown: Shutdown,
-}
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
-
-async fn start(proxy: Proxy) -> Server {
+async fn start(proxy: Proxy) -> Served {
     let mut router = Router::new();
     // Client publications on `room:*` are asked of the publish proxy.
     router.namespace(Namespace::new("room").client_publish(true).publish_proxy(true));
@@ -94,14 +84,10 @@ async fn start(proxy: Proxy) -> Server {
         .subscribe_proxy(),
     );
     let node = Node::builder(router).proxy(proxy).build();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = Shutdown::new();
-    tokio::spawn(switchboard::http::serve(listener, node.app(), shutdown.clone()));
-    Server { addr, shutdown }
+    common::serve(node.app()).await
 }
 
-async fn client(server: &Server) -> Client {
+async fn client(server: &Served) -> Client {
     Client::connect(&format!("ws://{}/", server.addr)).await
 }
 

@@ -4,27 +4,16 @@
 
 mod common;
 
-use common::{Client, WAIT};
+use common::{Served, Client, WAIT};
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use switchboard::client::{Client as RustClient, ClientError};
-use switchboard::{Api, Channel, Jwt, Namespace, Node, Router, Shutdown, SubscribeRule};
-use tokio::net::TcpListener;
+use switchboard::{Api, Channel, Jwt, Namespace, Node, Router, SubscribeRule};
 
 const SECRET: &[u8] = b"namespaces-test-secret";
 
-struct Server {
-    addr: SocketAddr,
-    shutdown: Shutdown,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct News {
@@ -36,7 +25,7 @@ struct News {
 /// `vip` (subscription tokens, clients publish), `quiet` (history and presence that clients may
 /// not read, no client publish), the default namespace (anyone, small data limit), and a typed
 /// channel `news`.
-async fn start() -> Server {
+async fn start() -> Served {
     let mut router = Router::new();
     router.channel(Channel::new("news", |p: News| async move {
         Ok::<_, String>(json!({"text": p.text}))
@@ -70,11 +59,7 @@ async fn start() -> Server {
         .auth(Jwt::hmac(SECRET).into_auth().optional())
         .build();
     let app = node.app().merge(node.api_router(Api::new("k")));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = Shutdown::new();
-    tokio::spawn(switchboard::http::serve(listener, app, shutdown.clone()));
-    Server { addr, shutdown }
+    common::serve(app).await
 }
 
 fn token(claims: Value) -> String {
@@ -85,7 +70,7 @@ fn exp() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 3600
 }
 
-impl Server {
+impl Served {
     /// A client of `user` ("": anonymous).
     async fn client(&self, user: &str) -> Client {
         let mut client = Client::connect(&format!("ws://{}/", self.addr)).await;

@@ -4,14 +4,13 @@
 
 mod common;
 
-use common::{Client, WAIT};
+use common::{Served, Client, WAIT};
 use jsonwebtoken::{EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use switchboard::{Channel, Jwt, Node, Router, Shutdown};
-use tokio::net::TcpListener;
+use switchboard::{Channel, Jwt, Node, Router};
 
 const SECRET: &[u8] = b"presence-test-secret";
 
@@ -23,20 +22,10 @@ struct Room {
 #[derive(Serialize, Deserialize)]
 struct Nothing {}
 
-struct Server {
-    addr: SocketAddr,
-    shutdown: Shutdown,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
 
 /// `room` (keyed by `room`, presence and join_leave), `chat` (no presence), `vip` (presence,
 /// subscription token required); authentication optional.
-async fn start() -> Server {
+async fn start() -> Served {
     let mut router = Router::new();
     router.channel(
         Channel::new(
@@ -57,11 +46,7 @@ async fn start() -> Server {
     let node = Node::builder(router)
         .auth(Jwt::hmac(SECRET).into_auth().optional())
         .build();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = Shutdown::new();
-    tokio::spawn(switchboard::http::serve(listener, node.app(), shutdown.clone()));
-    Server { addr, shutdown }
+    common::serve(node.app()).await
 }
 
 fn token(claims: Value) -> String {
@@ -72,7 +57,7 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
-impl Server {
+impl Served {
     async fn client(&self) -> Client {
         Client::connect(&format!("ws://{}/", self.addr)).await
     }

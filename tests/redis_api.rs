@@ -2,29 +2,18 @@
 //! the connections of another — publications, `disconnect`, `unsubscribe` — and `channels` and
 //! `info` answer for every node.
 
+mod common;
 mod redis_support;
 
 use redis_support::{http_post_with, Client, RedisServer, WAIT};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use switchboard::{Api, Jwt, Namespace, Node, RedisBroker, Router, Shutdown};
-use tokio::net::TcpListener;
+use common::Served;
+use switchboard::{Api, Jwt, Namespace, Node, RedisBroker, Router};
 
 const SECRET: &[u8] = b"redis-api-secret";
 
-struct ApiNode {
-    addr: SocketAddr,
-    shutdown: Shutdown,
-}
-
-impl Drop for ApiNode {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
-
-async fn node(redis: &str) -> ApiNode {
+async fn node(redis: &str) -> Served {
     let mut router = Router::new();
     router.namespace(Namespace::new("chat").history(10, Duration::from_secs(60)));
     let broker = RedisBroker::connect(redis).await.expect("connect the Redis broker");
@@ -33,14 +22,10 @@ async fn node(redis: &str) -> ApiNode {
         .auth(Jwt::hmac(SECRET).into_auth().optional())
         .build();
     let app = node.app().merge(node.api_router(Api::new("k")));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = Shutdown::new();
-    tokio::spawn(switchboard::http::serve(listener, app, shutdown.clone()));
-    ApiNode { addr, shutdown }
+    common::serve(app).await
 }
 
-impl ApiNode {
+impl Served {
     async fn call(&self, method: &str, body: Value) -> (u16, Value) {
         let path = format!("/api/{method}");
         http_post_with(self.addr, &path, "Authorization: apikey k\r\n", &body.to_string()).await

@@ -65,6 +65,16 @@ pub(crate) struct PresenceSettings {
     pub window: Duration,
 }
 
+impl PresenceSettings {
+    /// Presence on (joins and leaves not told, a 100 ms window) unless it is already.
+    pub fn turn_on(slot: &mut Option<Self>) -> &mut Self {
+        slot.get_or_insert(PresenceSettings {
+            join_leave: false,
+            window: Duration::from_millis(100),
+        })
+    }
+}
+
 /// Who may subscribe to a channel beyond its parameter checks.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SubscribeAccess {
@@ -178,21 +188,15 @@ where
     /// members: client id, user, info) and `presence_stats` (counts) with the same checks as
     /// for subscribing.
     pub fn presence(mut self) -> Self {
-        self.presence.get_or_insert(PresenceSettings {
-            join_leave: false,
-            window: Duration::from_millis(100),
-        });
+        PresenceSettings::turn_on(&mut self.presence);
         self
     }
 
     /// Presence, and subscribers are told who joined and left (`presence_diff`), coalesced per
     /// topic over 100 ms (see [`join_leave_window`](Self::join_leave_window)).
-    pub fn join_leave(self) -> Self {
-        let mut channel = self.presence();
-        if let Some(presence) = &mut channel.presence {
-            presence.join_leave = true;
-        }
-        channel
+    pub fn join_leave(mut self) -> Self {
+        PresenceSettings::turn_on(&mut self.presence).join_leave = true;
+        self
     }
 
     /// How long joins and leaves of one topic are gathered into one `presence_diff` (default

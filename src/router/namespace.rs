@@ -128,19 +128,13 @@ impl Namespace {
 
     /// Track who is in each channel (`presence`, `presence_stats`).
     pub fn presence(mut self) -> Self {
-        self.presence.get_or_insert(PresenceSettings {
-            join_leave: false,
-            window: Duration::from_millis(100),
-        });
+        PresenceSettings::turn_on(&mut self.presence);
         self
     }
 
     /// Presence, and subscribers are told joins and leaves (`presence_diff`, coalesced over 100 ms).
     pub fn join_leave(mut self) -> Self {
-        self = self.presence();
-        if let Some(presence) = &mut self.presence {
-            presence.join_leave = true;
-        }
+        PresenceSettings::turn_on(&mut self.presence).join_leave = true;
         self
     }
 

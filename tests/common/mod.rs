@@ -150,6 +150,34 @@ pub fn router() -> (Router, Handles) {
 // ---------------------------------------------------------------------------------------------
 // The server.
 
+/// An application served on 127.0.0.1:0 ([`serve`]); shut down when dropped.
+pub struct Served {
+    pub addr: SocketAddr,
+    shutdown: Shutdown,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+impl Served {
+    /// The WebSocket URL at `/`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+}
+
+/// Serves `app` on a free loopback port.
+pub async fn serve(app: axum::Router) -> Served {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local address");
+    let shutdown = Shutdown::new();
+    tokio::spawn(switchboard::http::serve(listener, app, shutdown.clone()));
+    Served { addr, shutdown }
+}
+
 /// A node served on 127.0.0.1:0; shut down when dropped.
 pub struct Server {
     pub addr: SocketAddr,
