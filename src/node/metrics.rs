@@ -150,14 +150,7 @@ impl Namespaces {
         } else {
             OTHER
         };
-        if !counts.contains_key(key) {
-            counts.insert(key.into(), NamespaceCounts::default());
-        }
-        match counts.get(key) {
-            Some(found) => count(found),
-            // Unreachable: inserted just above.
-            None => count(&NamespaceCounts::default()),
-        }
+        count(counts.entry(key.into()).or_default())
     }
 
     /// Namespace, publications, deliveries; sorted by namespace.
