@@ -55,8 +55,8 @@ impl Delivery {
         }
     }
 
-    /// Delivers a publication already known to be text (the in-process path).
-    /// Timed for `switchboard_fanout_seconds`: once per publication, not per subscriber.
+    /// Delivers a publication already known to be text (the in-process path). Timed once per
+    /// publication, not per subscriber (`switchboard_fanout_seconds`).
     pub(crate) fn deliver_text(&self, topic: &str, message: &Text) -> usize {
         let started = std::time::Instant::now();
         let delivered = self.hub.deliver(topic, message);
@@ -132,6 +132,7 @@ pub trait Broker: Send + Sync + 'static {
             "this broker keeps no history".into(),
         ))))
     }
+
     /// Whether the broker can serve the node now (`GET /readyz`): `Err` names the problem. The
     /// default, for a broker in the process, is always ready. Should answer within about a second.
     fn ready(&self) -> BoxFuture<'static, Result<(), BrokerError>> {
