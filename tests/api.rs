@@ -4,16 +4,14 @@
 
 mod common;
 
-use common::{Served, http, Client, Event, WAIT};
+use common::{http, Client, Event, Served, WAIT};
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use switchboard::{Api, Jwt, Namespace, Node, Router};
 
 const SECRET: &[u8] = b"api-test-secret";
 const KEY: &str = "test-api-key";
-
 
 async fn start() -> Served {
     let mut router = Router::new();

@@ -7,10 +7,9 @@ mod common;
 
 use axum::extract::State;
 use axum::Json;
-use common::{Served, Client, Event};
+use common::{Client, Event, Served};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchboard::{Channel, Namespace, Node, Proxy, Router};
@@ -71,7 +70,6 @@ struct Text {
     #[serde(default)]
     text: String,
 }
-
 
 async fn start(proxy: Proxy) -> Served {
     let mut router = Router::new();

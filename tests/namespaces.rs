@@ -4,16 +4,14 @@
 
 mod common;
 
-use common::{Served, Client, WAIT};
+use common::{Client, Served, WAIT};
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use switchboard::client::{Client as RustClient, ClientError};
 use switchboard::{Api, Channel, Jwt, Namespace, Node, Router, SubscribeRule};
 
 const SECRET: &[u8] = b"namespaces-test-secret";
-
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct News {

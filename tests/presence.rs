@@ -4,11 +4,10 @@
 
 mod common;
 
-use common::{Served, Client, WAIT};
+use common::{Client, Served, WAIT};
 use jsonwebtoken::{EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use switchboard::{Channel, Jwt, Node, Router};
 
@@ -21,7 +20,6 @@ struct Room {
 
 #[derive(Serialize, Deserialize)]
 struct Nothing {}
-
 
 /// `room` (keyed by `room`, presence and join_leave), `chat` (no presence), `vip` (presence,
 /// subscription token required); authentication optional.

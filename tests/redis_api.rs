@@ -5,10 +5,10 @@
 mod common;
 mod redis_support;
 
+use common::Served;
 use redis_support::{http_post_with, Client, RedisServer, WAIT};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use common::Served;
 use switchboard::{Api, Jwt, Namespace, Node, RedisBroker, Router};
 
 const SECRET: &[u8] = b"redis-api-secret";

@@ -76,4 +76,9 @@ impl Broker for MemoryBroker {
         let read = self.streams(topic).lock().read(topic, since, limit, policy);
         Box::pin(std::future::ready(Ok(read)))
     }
+
+    fn history_in_memory(&self) -> Option<(usize, usize)> {
+        let sizes = self.streams.iter().map(|shard| shard.lock().sizes());
+        Some(sizes.fold((0, 0), |(streams, kept), (s, k)| (streams + s, kept + k)))
+    }
 }

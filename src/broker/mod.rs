@@ -60,13 +60,17 @@ impl Delivery {
         }
     }
 
-    /// Delivers a publication already known to be text (the in-process path).
+    /// Delivers a publication already known to be text (the in-process path). Timed once per
+    /// publication, not per subscriber (`switchboard_fanout_seconds`).
     pub(crate) fn deliver_text(&self, topic: &str, message: &Text) -> usize {
         if topic == crate::node::CONTROL_TOPIC {
             (self.control)(message.as_str());
             return 0;
         }
-        self.hub.deliver(topic, message)
+        let started = std::time::Instant::now();
+        let delivered = self.hub.deliver(topic, message);
+        self.hub.metrics.fanned_out(topic, delivered, started.elapsed());
+        delivered
     }
 
     /// The broker's link to the other nodes was down and is up again: publications made meanwhile
@@ -137,6 +141,20 @@ pub trait Broker: Send + Sync + 'static {
             "this broker keeps no history".into(),
         ))))
     }
+
+    /// Whether the broker can serve the node now (`GET /readyz`): `Err` names the problem. The
+    /// default, for a broker in the process, is always ready. Should answer within about a second.
+    fn ready(&self) -> BoxFuture<'static, Result<(), BrokerError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// The history streams this broker keeps in this process and the publications in them, for
+    /// `/metrics`; `None` (the default) when it keeps none here (Redis keeps them in Redis).
+    /// Called at scrape time: it may walk its streams, but must not block.
+    fn history_in_memory(&self) -> Option<(usize, usize)> {
+        None
+    }
+
     /// True when the broker shares presence between nodes (PROTOCOL.md, "Presence"): the node
     /// then records its members here and reads a topic's members from here. A broker that keeps
     /// the defaults shares none, and each node's own members are all there are.

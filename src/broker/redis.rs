@@ -98,6 +98,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How often the pub/sub connection is checked with a `PING` (finds silent network failures).
 const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a readiness check waits for Redis to answer a `PING`.
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
 /// After a failed attempt to connect the publishing connection, publishes fail at once for this
 /// long instead of each trying again (bounds the cost of an outage on a busy node).
 const PUBLISH_RETRY_AFTER: Duration = Duration::from_millis(100);
@@ -388,6 +390,20 @@ impl Broker for RedisBroker {
         true
     }
 
+    /// Ready while the pub/sub connection is up and Redis answers a `PING` on the publishing
+    /// connection within 1 s (one round trip per check).
+    fn ready(&self) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let link = self.shared.subs.lock().link.clone();
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            link?;
+            match tokio::time::timeout(READY_TIMEOUT, shared.ping()).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(shared.error(format!("no answer to PING within {READY_TIMEOUT:?}"))),
+            }
+        })
+    }
+
     fn presence_add(&self, topic: &str, client: &str, member: String) -> BoxFuture<'static, Result<(), BrokerError>> {
         let (shared, topic, client) = (self.shared.clone(), topic.to_owned(), client.to_owned());
         Box::pin(async move { shared.presence_add(&topic, &client, member).await })
@@ -500,6 +516,12 @@ impl Shared {
             self.drop_publisher();
             self.redis_error(&err)
         })
+    }
+
+    async fn ping(&self) -> Result<(), BrokerError> {
+        let mut connection = self.publisher().await?;
+        let answer = redis::cmd("PING").query_async::<Value>(&mut connection).await;
+        answer.map(drop).map_err(|err| self.command_failed(&err))
     }
 
     /// A command on the publishing connection failed: an error answered by Redis leaves the

@@ -138,6 +138,12 @@ impl MemoryStreams {
         }
     }
 
+    /// The streams held, and the publications kept in them.
+    pub fn sizes(&self) -> (usize, usize) {
+        let kept = self.streams.values().map(|stream| stream.entries.len()).sum();
+        (self.streams.len(), kept)
+    }
+
     /// The stream of `topic`: a new one (new epoch) if there is none, or if it was idle past its
     /// ttl with nothing left (its past is gone).
     fn current(&mut self, topic: &str, policy: HistoryPolicy, now: Instant) -> &mut Stream {

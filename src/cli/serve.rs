@@ -151,6 +151,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     let socket = node.endpoint();
     let (presence, presence_stats) = node.presence_endpoints();
+    let (healthz, readyz) = node.health_endpoints();
     let app = axum::Router::new()
         // `/` serves the page to browsers and the WebSocket to clients that ask for one (SocketAPI's path).
         .route(
@@ -166,7 +167,8 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .route("/_presence", presence)
         .route("/_presence_stats", presence_stats)
         .route("/metrics", node.metrics_endpoint())
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/healthz", healthz)
+        .route("/readyz", readyz)
         .merge(node.api_router(api));
 
     let listener = switchboard::http::bind(&bind)

@@ -90,6 +90,8 @@ pub(crate) struct Hub {
     shards: [RwLock<Shard>; SHARDS],
     pub deliveries: AtomicU64,
     pub subscriptions: AtomicU64,
+    /// What `/metrics` counts beyond these (by namespace, fan-out times, broker errors).
+    pub metrics: std::sync::Arc<super::metrics::Metrics>,
 }
 
 impl Hub {

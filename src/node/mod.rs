@@ -487,7 +487,7 @@ impl Node {
     }
 
     /// The SocketAPI layout: the WebSocket at `/`, `POST /_broadcast`, `POST /_presence`,
-    /// `POST /_presence_stats`, and `GET /metrics`.
+    /// `POST /_presence_stats`, `GET /metrics`, `GET /healthz` and `GET /readyz`.
     pub fn app(&self) -> axum::Router {
         let (presence, stats) = self.presence_endpoints();
         axum::Router::new()
@@ -496,11 +496,29 @@ impl Node {
             .route("/_presence", presence)
             .route("/_presence_stats", stats)
             .route("/metrics", self.metrics_endpoint())
+            .route("/healthz", metrics::healthz())
+            .route("/readyz", metrics::readyz(self.clone()))
     }
 
-    /// `GET /metrics`: the node's counters in Prometheus' text format.
+    /// `GET /metrics`: the node's counters in Prometheus' text format (OpenMetrics when the
+    /// `Accept` header asks for it); README.md, "Metrics and health", lists them.
     pub fn metrics_endpoint<S: Clone + Send + Sync + 'static>(&self) -> MethodRouter<S> {
         metrics::endpoint(self.clone())
+    }
+
+    /// `GET /healthz` and `GET /readyz`: `/healthz` answers 200 `ok` while the process serves;
+    /// `/readyz` answers 200 while the broker is reachable ([`Broker::ready`]) and 503, naming
+    /// the problem, while it is not.
+    pub fn health_endpoints<S: Clone + Send + Sync + 'static>(&self) -> (MethodRouter<S>, MethodRouter<S>) {
+        (metrics::healthz(), metrics::readyz(self.clone()))
+    }
+
+    /// Counts a publication for `/metrics` (by namespace), or the broker's error.
+    fn count_publish<T>(&self, topic: &str, result: &Result<T, BrokerError>) {
+        match result {
+            Ok(_) => self.inner.hub.metrics.published(topic),
+            Err(_) => self.inner.hub.metrics.broker_error(metrics::BrokerOp::Publish),
+        }
     }
 
     /// Broadcasts on `channel` with untyped parameters (validated against the channel's type),
@@ -605,6 +623,7 @@ impl Node {
                 published.await.map(Some)
             }
         };
+        self.count_publish(&topic, &result);
         let counters = &self.inner.counters;
         match result {
             Ok(_) => counters.publications.fetch_add(1, Ordering::Relaxed),
@@ -617,7 +636,8 @@ impl Node {
     /// queues `ack` to it in the same step, so the client sees the acknowledgement before any
     /// publication. See [`Hub::join`] for how joins and leaves of one topic are serialised.
     pub(crate) async fn join(&self, topic: &str, ws: &WebSocket, ack: Ack) -> Result<(), BrokerError> {
-        self.inner.hub.join(topic, ws, ack, &*self.inner.broker).await
+        let joined = self.inner.hub.join(topic, ws, ack, &*self.inner.broker).await;
+        joined.inspect_err(|_| self.inner.hub.metrics.broker_error(metrics::BrokerOp::Subscribe))
     }
 
     /// The `history` of a topic: the latest `limit` publications (at most the history's size;
@@ -656,7 +676,8 @@ impl Node {
         let Some(history) = def.history else {
             return Err(BrokerError(format!("channel '{}' keeps no history", def.name)));
         };
-        self.inner.broker.read_stream(topic, since, limit, history.policy).await
+        let read = self.inner.broker.read_stream(topic, since, limit, history.policy).await;
+        read.inspect_err(|_| self.inner.hub.metrics.broker_error(metrics::BrokerOp::History))
     }
 
     /// Removes `ws` from `topic`'s subscribers; the broker drops the topic with its last one.
@@ -789,6 +810,7 @@ impl Node {
             .broker
             .presence_members(topic)
             .await
+            .inspect_err(|_| self.inner.hub.metrics.broker_error(metrics::BrokerOp::Presence))
             .map_err(|err| err.to_string())?;
         Ok(entries
             .into_iter()
@@ -825,6 +847,7 @@ impl Node {
                 leaves,
             };
             if let Err(err) = node.inner.broker.publish(&topic, Text::from(message.encode())).await {
+                node.inner.hub.metrics.broker_error(metrics::BrokerOp::Publish);
                 tracing::warn!(%topic, %err, "presence diff not published");
             }
         });

@@ -206,6 +206,18 @@ impl Presence {
         }
     }
 
+    /// Topics with members, and members, on this node (for `/metrics`: walks every topic).
+    pub fn sizes(&self) -> (usize, usize) {
+        let mut sizes = (0, 0);
+        for shard in &self.shards {
+            for members in shard.lock().values().map(|topic| topic.by_seq.len()) {
+                sizes.0 += usize::from(members > 0);
+                sizes.1 += members;
+            }
+        }
+        sizes
+    }
+
     /// Members of `topic`, and its distinct non-empty users.
     pub fn stats(&self, topic: &str) -> (usize, usize) {
         let shard = self.shard(topic).lock();
@@ -284,7 +296,8 @@ impl Sync {
     fn send(&self, node: &NodeInner, op: Op) {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run(node.broker.clone(), node.name.clone(), self.ttl, rx));
+            let metrics = node.hub.metrics.clone();
+            tokio::spawn(run(node.broker.clone(), node.name.clone(), self.ttl, rx, metrics));
             tx
         });
         let _ = queue.send(op);
@@ -292,7 +305,13 @@ impl Sync {
 }
 
 /// Ends when the node (the queue's sender) is gone.
-async fn run(broker: std::sync::Arc<dyn Broker>, node: String, ttl: Duration, mut ops: mpsc::UnboundedReceiver<Op>) {
+async fn run(
+    broker: std::sync::Arc<dyn Broker>,
+    node: String,
+    ttl: Duration,
+    mut ops: mpsc::UnboundedReceiver<Op>,
+    metrics: Arc<super::metrics::Metrics>,
+) {
     let mut heartbeat = tokio::time::interval((ttl / 3).max(Duration::from_millis(100)));
     loop {
         tokio::select! {
@@ -300,6 +319,7 @@ async fn run(broker: std::sync::Arc<dyn Broker>, node: String, ttl: Duration, mu
             biased;
             _ = heartbeat.tick() => {
                 if let Err(err) = broker.presence_alive(&node, ttl).await {
+                    metrics.broker_error(super::metrics::BrokerOp::Presence);
                     tracing::warn!(%err, "presence: node liveness not renewed");
                 }
             }
@@ -310,6 +330,7 @@ async fn run(broker: std::sync::Arc<dyn Broker>, node: String, ttl: Duration, mu
                     Some(Op::Remove { topic, client }) => broker.presence_remove(&topic, &client).await,
                 };
                 if let Err(err) = result {
+                    metrics.broker_error(super::metrics::BrokerOp::Presence);
                     tracing::warn!(%err, "presence: a join or leave not recorded in the broker");
                 }
             }
