@@ -188,7 +188,7 @@ async fn disconnect_and_unsubscribe_reach_the_users_connections() {
             .await,
         (200, json!({"result": {}}))
     );
-    a1.expect(json!({"type": "unsubscribed", "channel": "chat:lobby"}))
+    a1.expect(json!({"type": "unsubscribed", "channel": "chat:lobby", "reason": "unsubscribed by the server"}))
         .await;
     server
         .call("publish", json!({"channel": "chat:lobby", "data": 1}))

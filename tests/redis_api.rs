@@ -93,7 +93,7 @@ async fn api_calls_reach_connections_on_other_nodes() {
     );
     assert_eq!(
         alice.recv().await,
-        json!({"type": "unsubscribed", "channel": "chat:lobby"})
+        json!({"type": "unsubscribed", "channel": "chat:lobby", "reason": "unsubscribed by the server"})
     );
     a.call("publish", json!({"channel": "chat:lobby", "data": "two"})).await;
     assert_eq!(bob.expect_data("chat:lobby").await, "two");

@@ -34,7 +34,12 @@ impl Reader {
                 shared.subscribed(id.as_ref(), position, recovered);
                 shared.resolve(id.as_ref(), Ok(Value::Null));
             }
-            ServerMessage::Unsubscribed { id: None, channel } => shared.server_unsubscribed(&channel),
+            // The server ended it (its answers to our own `unsubscribe` carry no reason).
+            ServerMessage::Unsubscribed {
+                reason: Some(_),
+                channel,
+                ..
+            } => shared.server_unsubscribed(&channel),
             ServerMessage::Unsubscribed { id, .. } => {
                 shared.resolve(id.as_ref(), Ok(Value::Null));
             }

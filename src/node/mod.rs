@@ -40,6 +40,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// The `reason` of an `unsubscribed` the server sends on its own (the HTTP API's `unsubscribe`).
+pub(crate) const SERVER_UNSUBSCRIBED: &str = "unsubscribed by the server";
+
 /// Why a broadcast failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
@@ -703,6 +706,7 @@ impl Node {
                 let told = ServerMessage::Unsubscribed {
                     channel: channel.to_owned(),
                     id: None,
+                    reason: Some(SERVER_UNSUBSCRIBED.to_owned()),
                 };
                 let _ = ws.send_text(told.encode());
             }

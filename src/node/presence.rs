@@ -312,10 +312,18 @@ async fn run(
     mut ops: mpsc::UnboundedReceiver<Op>,
     metrics: Arc<super::metrics::Metrics>,
 ) {
-    let mut heartbeat = tokio::time::interval((ttl / 3).max(Duration::from_millis(100)));
+    // The node is alive before its first member is added: a member recorded first could be
+    // read meanwhile by another node, taken for a dead node's and deleted. (An interval's first
+    // tick is not ready at once — tokio's timer rounds it to the next millisecond — so a biased
+    // select did not guarantee this order; tests/redis_presence.rs caught it in release builds.)
+    let period = (ttl / 3).max(Duration::from_millis(100));
+    if let Err(err) = broker.presence_alive(&node, ttl).await {
+        metrics.broker_error(super::metrics::BrokerOp::Presence);
+        tracing::warn!(%err, "presence: node liveness not recorded");
+    }
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {
-            // Biased: the first tick (at once) renews the node before its first member is added.
             biased;
             _ = heartbeat.tick() => {
                 if let Err(err) = broker.presence_alive(&node, ttl).await {

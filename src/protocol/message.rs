@@ -129,9 +129,13 @@ pub(crate) enum ServerMessage {
         position: Option<Position>,
         recovered: Option<bool>,
     },
-    /// The answer to `unsubscribe` (sent even when there was no such subscription), or, without
-    /// an id, the server ended the subscription (the HTTP API's `unsubscribe`).
-    Unsubscribed { channel: String, id: Option<Value> },
+    /// The answer to `unsubscribe` (sent even when there was no such subscription), or, with a
+    /// `reason`, the server ended the subscription (the HTTP API's `unsubscribe`).
+    Unsubscribed {
+        channel: String,
+        id: Option<Value>,
+        reason: Option<String>,
+    },
     /// The answer to `publish`: the publication was accepted; `offset` on a history channel.
     Published {
         channel: String,
@@ -645,7 +649,10 @@ impl ServerMessage {
                 publications: Some(Cow::Borrowed(publications)),
                 ..with_position(call("history", channel, None, id.as_ref()), Some(position))
             },
-            ServerMessage::Unsubscribed { channel, id } => call("unsubscribed", channel, None, id.as_ref()),
+            ServerMessage::Unsubscribed { channel, id, reason } => Envelope {
+                reason: borrowed(reason.as_deref()),
+                ..call("unsubscribed", channel, None, id.as_ref())
+            },
             ServerMessage::Published { channel, id, offset } => Envelope {
                 offset: *offset,
                 ..call("published", channel, None, id.as_ref())
@@ -754,7 +761,11 @@ impl ServerMessage {
                 position: stream_position(&envelope).ok_or_else(|| "'history' without offset and epoch".to_owned())?,
                 publications: envelope.publications.clone().map(Cow::into_owned).unwrap_or_default(),
             },
-            "unsubscribed" => ServerMessage::Unsubscribed { channel: named()?, id },
+            "unsubscribed" => ServerMessage::Unsubscribed {
+                channel: named()?,
+                id,
+                reason: envelope.reason.clone().map(Cow::into_owned),
+            },
             "published" => ServerMessage::Published {
                 channel: named()?,
                 id,

@@ -448,7 +448,14 @@ impl Session {
                 }
             }
         }
-        reply(ws, ServerMessage::Unsubscribed { channel: name, id });
+        reply(
+            ws,
+            ServerMessage::Unsubscribed {
+                channel: name,
+                id,
+                reason: None,
+            },
+        );
     }
 
     async fn action(&mut self, ws: &WebSocket, name: String, data: Option<Value>, id: Option<Value>) {

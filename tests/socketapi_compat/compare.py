@@ -159,7 +159,8 @@ SCENARIOS = [
         exchange(0, {"type": "unknown"}))),
     Scenario("unknown message type", 1, flat(
         exchange(0, {"type": "unknown", "channel": "chat"}),
-        exchange(0, {"type": "publish", "channel": "nonexistent"}),
+        # (`publish` is a Switchboard extension now: PROTOCOL.md, "publish (client publish)")
+        exchange(0, {"type": "broadcast", "channel": "nonexistent"}),
         exchange(0, {"type": 5, "channel": "chat"}))),
     # --- required on subscribe
     Scenario("required on subscribe: right", 1, flat(

@@ -860,9 +860,9 @@ class ClientImpl implements Client {
         for (const fn of [...this.diffFns]) call(fn, msg);
         return;
       case 'unsubscribed': {
-        // With an id: the answer to our own unsubscribe. Without: the server ended the channel's
-        // subscriptions; they are dropped, not renewed after a reconnect.
-        if (msg.id != null) return;
+        // Without a reason: the answer to our own unsubscribe. With one: the server ended the
+        // channel's subscriptions; they are dropped, not renewed after a reconnect.
+        if (msg.reason == null) return;
         for (const [k, l] of [...this.live]) if (l.channel === name) this.live.delete(k);
         for (const sub of [...this.subs]) {
           if (sub.channel !== name) continue;
