@@ -15,6 +15,7 @@
 //! drain_window_ms = 2000           # spread the WebSocket closes (1001) over this long (past 100)
 //! allowed_origins = ["https://app.example.com"]
 //! presence_ttl_secs = 30           # Redis broker: how long a dead node's members still count
+//! compression = "on"               # permessage-deflate: "off" (default), "on", "context-takeover"
 //! [auth]                           # and [proxy], [limits]: see identity.rs
 //! hmac_secret = "change-me"
 //! ```
@@ -39,6 +40,7 @@ pub struct FileConfig {
     pub drain_window_ms: Option<u64>,
     pub allowed_origins: Option<Vec<String>>,
     pub presence_ttl_secs: Option<u64>,
+    pub compression: Option<String>,
     #[serde(default)]
     pub auth: super::identity::AuthSection,
     #[serde(default)]

@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// [default: 30].
     #[arg(long)]
     presence_ttl_secs: Option<u64>,
+    /// permessage-deflate: `off`, `on` (without context takeover) or `context-takeover`
+    /// [default: off].
+    #[arg(long)]
+    compression: Option<ws::Compression>,
     #[command(flatten)]
     identity: super::identity::IdentityArgs,
 }
@@ -67,6 +71,11 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(secs) = file.idle_timeout_secs {
         ws_config.idle_timeout = Duration::from_secs(secs);
+    }
+    match (args.compression, file.compression.as_deref()) {
+        (Some(compression), _) => ws_config.compression = compression,
+        (None, Some(compression)) => ws_config.compression = compression.parse()?,
+        (None, None) => {}
     }
 
     let identity = super::identity::build(
