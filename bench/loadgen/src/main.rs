@@ -324,6 +324,11 @@ struct Common {
     /// browsers offer) and inflate what comes compressed; implies --raw.
     #[arg(long)]
     deflate: bool,
+    /// With --deflate: count compressed messages without inflating them (no sequence check, no
+    /// latency), so that the subscribers' inflating does not bound what is measured on a small
+    /// machine.
+    #[arg(long)]
+    no_inflate: bool,
 }
 
 #[derive(Args, Clone)]
@@ -694,6 +699,13 @@ async fn fanout_subscriber(i: usize, conn: Conn, stats: Arc<Stats>) {
     let shard = &stats.shards[i % SHARDS];
     let mut next: u64 = 0;
     let on_text = |t: &[u8], next: &mut u64| {
+        if t.is_empty() && NO_INFLATE.load(Relaxed) {
+            // A compressed publication, counted without being read.
+            *next += 1;
+            shard.delivered.fetch_add(1, Relaxed);
+            shard.last_ns.fetch_max(now_ns(), Relaxed);
+            return;
+        }
         let Some((seq, ts)) = parse_marker(t) else {
             return;
         };
@@ -909,6 +921,8 @@ fn order_json(seq: u64, now: u64, size: usize) -> String {
 static WIRE_BYTES: AtomicU64 = AtomicU64::new(0);
 /// Connections on which the server agreed to permessage-deflate.
 static DEFLATE_AGREED: AtomicU64 = AtomicU64::new(0);
+/// `--no-inflate`: compressed messages are handed on empty, not inflated.
+static NO_INFLATE: AtomicBool = AtomicBool::new(false);
 
 /// The loadgen's own subscriber connection for `--raw` / `--deflate`: counts what it reads,
 /// offers permessage-deflate and inflates compressed messages.
@@ -1027,6 +1041,9 @@ impl RawWs {
                         let message = std::mem::take(&mut self.message);
                         if !self.compressed {
                             return Some(message);
+                        }
+                        if NO_INFLATE.load(Relaxed) {
+                            return Some(Vec::new());
                         }
                         let (inflater, reset) = self.inflate.as_mut()?;
                         if *reset {
@@ -1184,6 +1201,8 @@ async fn run_publish_scenario(scenario: &str, c: Common, p: PubArgs, n: usize, k
         .await
     };
     let subs = stats.subscribed.load(Relaxed);
+    // Only once subscribed: the subscriptions' replies are read.
+    NO_INFLATE.store(c.no_inflate, Relaxed);
     let rss_subscribed = c.server_pid.and_then(proc_rss_kib);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -1271,6 +1290,7 @@ async fn run_publish_scenario(scenario: &str, c: Common, p: PubArgs, n: usize, k
     m.insert("subscribed".into(), json!(subs));
     m.insert("size".into(), json!(p.size));
     m.insert("payload".into(), json!(p.payload));
+    m.insert("no_inflate".into(), json!(c.no_inflate));
     if c.raw || c.deflate {
         m.insert("deflate_offered".into(), json!(c.deflate));
         m.insert("deflate_agreed".into(), json!(DEFLATE_AGREED.load(Relaxed)));
