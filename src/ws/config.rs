@@ -16,9 +16,9 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Largest message accepted, summed over its fragments. A larger one closes the connection
-    /// with 1009 (message too big). Default 16 MiB.
+    /// with 1009 (message too big). Default 16 MiB; at most 4 GiB (larger values count as 4 GiB).
     pub max_message_size: usize,
-    /// Outgoing messages longer than this are sent as several frames. Default 4 MiB.
+    /// Outgoing messages longer than this are sent as several frames. Default 4 MiB; at most 4 GiB.
     pub max_frame_size: usize,
     /// Time allowed for a client's opening handshake (connect and the 101 response). Default 10 s.
     /// On the server side the request head is bounded by the HTTP server, not by this.

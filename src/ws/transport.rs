@@ -41,11 +41,13 @@ const READ_CHUNK: usize = 32 * 1024;
 pub(super) struct Transport {
     io: Io,
     role: Role,
-    max_frame_size: usize,
+    /// `u32` (a frame or message over 4 GiB is not a use case): with the deflate agreement beside
+    /// them, the limits then take the room they took alone (see the task-size note in `driver.rs`).
+    max_frame_size: u32,
     /// The decoder's state, allocated only while a frame or message is partly received: most
     /// reads bring whole messages, and an idle connection then holds no decoder at all.
     decoder: Option<Box<Decoder>>,
-    max_message_size: usize,
+    max_message_size: u32,
     /// Messages decoded from the last read, handed to the handler one at a time.
     inbox: VecDeque<Decoded>,
     /// A protocol violation found in the last read, acted on once the inbox is empty.
@@ -66,9 +68,9 @@ impl Transport {
             contexts: None,
             io,
             role,
-            max_frame_size: config.max_frame_size.max(1),
+            max_frame_size: u32::try_from(config.max_frame_size.max(1)).unwrap_or(u32::MAX),
             decoder: None,
-            max_message_size: config.max_message_size,
+            max_message_size: u32::try_from(config.max_message_size).unwrap_or(u32::MAX),
             inbox: VecDeque::new(),
             error: None,
             out: Backlog::default(),
@@ -99,7 +101,7 @@ impl Transport {
             Some(decoder) => decoder.decode(data, &mut self.inbox),
             None => {
                 // Decoded on the stack; kept (boxed) only if the read ended inside a frame.
-                let mut decoder = Decoder::new(self.role, self.max_message_size, self.deflate.is_some());
+                let mut decoder = Decoder::new(self.role, self.max_message_size as usize, self.deflate.is_some());
                 let result = decoder.decode(data, &mut self.inbox);
                 if !decoder.is_idle() {
                     self.decoder = Some(Box::new(decoder));
@@ -127,8 +129,8 @@ impl Transport {
                 continue;
             };
             let text = *text;
-            let inflated =
-                deflate::inflate(negotiated, &mut self.contexts, payload, self.max_message_size).and_then(|data| {
+            let inflated = deflate::inflate(negotiated, &mut self.contexts, payload, self.max_message_size as usize)
+                .and_then(|data| {
                     if text && std::str::from_utf8(&data).is_err() {
                         return Err(ProtocolError {
                             code: 1007,
@@ -148,7 +150,7 @@ impl Transport {
                 Err(err) => {
                     self.inbox.truncate(index);
                     self.error = Some(Box::new(err));
-                    let (role, max) = (self.role, self.max_message_size);
+                    let (role, max) = (self.role, self.max_message_size as usize);
                     self.decoder
                         .get_or_insert_with(|| Box::new(Decoder::new(role, max, true)))
                         .fail();
@@ -280,7 +282,7 @@ impl Transport {
         let mut frame_opcode = opcode;
         let mut start = 0;
         while start < payload.len() {
-            let end = payload.len().min(start + self.max_frame_size);
+            let end = payload.len().min(start + self.max_frame_size as usize);
             let fin = end == payload.len();
             let chunk = payload.slice(start..end);
             match self.mask() {
