@@ -43,6 +43,11 @@ fn config() -> ws::Config {
     ws::Config {
         max_message_size: 64 << 20,
         max_backpressure: 64 << 20,
+        // Offers permessage-deflate (Autobahn's sections 12 and 13).
+        compression: ws::Compression::NoContextTakeover,
+        // Everything compressed: the fuzzing server (kosoku) fails cases on an uncompressed
+        // message in a compressed session.
+        compression_threshold: 0,
         ..Default::default()
     }
 }

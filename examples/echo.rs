@@ -1,6 +1,10 @@
 //! Echoes every text and binary message on any path. The target of the Autobahn conformance run.
 //!
-//! `cargo run --release --example echo -- --bind 127.0.0.1:9001 [--max-message-size BYTES]`
+//! `cargo run --release --example echo -- --bind 127.0.0.1:9001 [--max-message-size BYTES]
+//! [--compression off|on|context-takeover]`
+//!
+//! It accepts permessage-deflate offers by default (without context takeover), as Autobahn's
+//! sections 12 and 13 need.
 
 use clap::Parser;
 use switchboard::ws::{self, Handler, Text, WebSocket};
@@ -13,6 +17,13 @@ struct Args {
     /// Largest message accepted, in bytes; a larger one closes the connection with 1009.
     #[arg(long, default_value_t = 64 << 20)]
     max_message_size: usize,
+    /// permessage-deflate: `off`, `on` (without context takeover) or `context-takeover`.
+    #[arg(long, default_value = "on")]
+    compression: String,
+    /// With compression agreed, messages shorter than this are sent uncompressed. 0 by default:
+    /// the Autobahn driver (kosoku) fails cases on an uncompressed message in a compressed session.
+    #[arg(long, default_value_t = 0)]
+    compression_threshold: usize,
 }
 
 struct Echo;
@@ -33,9 +44,20 @@ async fn main() -> std::io::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let args = Args::parse();
+    let compression = match args.compression.as_str() {
+        "off" => ws::Compression::Off,
+        "on" => ws::Compression::NoContextTakeover,
+        "context-takeover" => ws::Compression::ContextTakeover,
+        other => {
+            eprintln!("--compression: expected off, on or context-takeover, got {other}");
+            std::process::exit(2);
+        }
+    };
     let config = ws::Config {
         max_message_size: args.max_message_size,
         max_backpressure: 64 << 20,
+        compression,
+        compression_threshold: args.compression_threshold,
         ..Default::default()
     };
     let app = axum::Router::new().fallback_service(ws::endpoint(|_| Echo, config));

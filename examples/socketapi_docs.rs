@@ -30,6 +30,10 @@ struct Args {
     /// `switchboard-auth`. Not part of SocketAPI's docs.
     #[arg(long, value_name = "SECRET")]
     hmac_secret: Option<String>,
+    /// permessage-deflate: `off` (default), `on` or `context-takeover`: what compression costs and
+    /// saves, measured by `scripts/bench.sh deflate` as the server `switchboard-deflate`.
+    #[arg(long, default_value = "off")]
+    compression: switchboard::ws::Compression,
 }
 
 fn welcome() -> String {
@@ -152,7 +156,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let args = Args::parse();
-    let mut builder = Node::builder(router(args.chat_history));
+    let mut builder = Node::builder(router(args.chat_history)).ws_config(switchboard::ws::Config {
+        compression: args.compression,
+        ..Default::default()
+    });
     if let Some(secret) = &args.hmac_secret {
         builder = builder.auth(Jwt::hmac(secret).into_auth());
     }

@@ -4,14 +4,20 @@
 # (bench/peers/socketapi), uWebSockets.js (bench/peers/uws) and a minimal tokio-websockets server
 # (bench/loadgen/src/bin/raw_broadcast.rs). Each measurement starts its server fresh.
 #
-#   scripts/bench.sh SCENARIO [--quick]      SCENARIO: fanout | latency | channels | idle | echo | all | compare
+#   scripts/bench.sh SCENARIO [--quick]      SCENARIO: fanout | latency | channels | idle | echo | all | compare | deflate
 #   (latency: only the fixed-rate fan-out cases, which fanout runs last; compare: fan-out 1k x 64 B and
 #   idle memory, the two figures a change must not regress — run it with
 #   SERVERS="switchboard-base switchboard" BASELINE_DIR=DIR, DIR holding an older build's socketapi_docs
 #   and echo, to interleave old and new builds — or SERVERS="switchboard switchboard-history" for the
 #   cost of history on the same build, SERVERS="switchboard switchboard-auth" for the cost of
 #   authenticated connections (HS256 tokens on every connection); COMPARE_IDLE=0 for the fan-out alone,
-#   COMPARE_MESSAGES=N publications per fan-out run, 2000 by default)
+#   COMPARE_MESSAGES=N publications per fan-out run, 2000 by default;
+#   deflate: permessage-deflate, issue 17 — fan-out 1k subscribers x a ~1 KiB JSON order, the
+#   subscribers on the loadgen's own client offering permessage-deflate as browsers do (bytes read
+#   per delivery counted), then idle memory with compression agreed; run it with
+#   SERVERS="switchboard switchboard-deflate uws uws-deflate": the -deflate servers accept the offer
+#   (Switchboard `--compression on`, uWS.js SHARED_COMPRESSOR), the others ignore it;
+#   DEFLATE_MESSAGES=N publications per run, 2000 by default; DEFLATE_IDLE=N connections, 10000)
 #
 # Results: one JSON line per measurement appended to target/bench/results.jsonl (the loadgen's
 # line plus "session"), then a markdown table (medians, ratios vs Switchboard) on stdout.
@@ -25,8 +31,8 @@ cd "$ROOT"
 SCENARIO=${1:-}
 QUICK=0
 [ "${2:-}" = "--quick" ] && QUICK=1
-case "$SCENARIO" in fanout|latency|channels|idle|echo|all|compare) ;; *)
-  echo "usage: scripts/bench.sh fanout|latency|channels|idle|echo|all|compare [--quick]" >&2; exit 2;;
+case "$SCENARIO" in fanout|latency|channels|idle|echo|all|compare|deflate) ;; *)
+  echo "usage: scripts/bench.sh fanout|latency|channels|idle|echo|all|compare|deflate [--quick]" >&2; exit 2;;
 esac
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
@@ -51,7 +57,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   echo "# build (release, $CARGO_TARGET_DIR)" >&2
   nice -n 10 cargo build --release --quiet -p switchboard-bench -p switchboard --bins --example socketapi_docs --example echo
 fi
-if [[ " $SERVERS " == *" uws "* ]] && [ ! -d bench/peers/uws/node_modules/uWebSockets.js ]; then
+if [[ " $SERVERS " == *" uws"* ]] && [ ! -d bench/peers/uws/node_modules/uWebSockets.js ]; then
   (cd bench/peers/uws && npm ci --no-audit --no-fund --silent)
 fi
 if [[ " $SERVERS " == *" socketapi "* ]] && ! "$PY" -c 'import socketapi, uvicorn' 2>/dev/null; then
@@ -88,6 +94,10 @@ start_server() {
       # The same server with history on its `chat` channel (1000 publications, 300 s).
       "$B/examples/socketapi_docs" --bind "127.0.0.1:$PORT" --chat-history 1000 >"$log" 2>&1 &
       SRV_PID=$!; URL=ws://127.0.0.1:$PORT/ ;;
+    switchboard-deflate)
+      # The same server accepting permessage-deflate offers, without context takeover.
+      "$B/examples/socketapi_docs" --bind "127.0.0.1:$PORT" --compression on >"$log" 2>&1 &
+      SRV_PID=$!; URL=ws://127.0.0.1:$PORT/ ;;
     switchboard-auth)
       # The same server requiring HS256 tokens; the loadgen authenticates every connection with
       # `?token=` (a token per user, expiring in an hour: an identity and a deadline each).
@@ -105,6 +115,10 @@ start_server() {
     uws)
       node bench/peers/uws/server.js "$PORT" >"$log" 2>&1 &
       SRV_PID=$!; URL=ws://127.0.0.1:$PORT/; [ "$kind" = echo ] && URL=${URL}echo ;;
+    uws-deflate)
+      # uWS.js with its shared compressor: a publication compressed once for all subscribers.
+      UWS_COMPRESSION=shared node bench/peers/uws/server.js "$PORT" >"$log" 2>&1 &
+      SRV_PID=$!; URL=ws://127.0.0.1:$PORT/ ;;
     socketapi)
       (cd bench/peers/socketapi && exec "$PY" -m uvicorn app:app --host 127.0.0.1 --port "$PORT" --log-level warning \
         --ws-max-size 2097152 --backlog 4096) >"$log" 2>&1 &
@@ -205,7 +219,19 @@ compare() {
   return 0
 }
 
+deflate_() {
+  local n=${DEFLATE_IDLE:-10000} msgs=${DEFLATE_MESSAGES:-2000}
+  [ $QUICK = 1 ] && n=1000 && msgs=300
+  each pubsub fanout --subs 1000 --size 1024 --payload json --deflate --messages "$msgs" --publish-secs 20 --max-secs 240
+  # The same with subscribers that count compressed publications without inflating them: on two
+  # shared cores, inflating 1000 copies of each publication in the loadgen bounds the rate above.
+  each pubsub fanout --subs 1000 --size 1024 --payload json --deflate --no-inflate --messages "$msgs" --publish-secs 20 --max-secs 240
+  [ "$n" -gt 0 ] && each pubsub idle --conns "$n" --deflate --settle-secs 3 --max-secs 240
+  return 0
+}
+
 case "$SCENARIO" in
+  deflate) deflate_ ;;
   compare) compare ;;
   fanout) fanout ;;
   latency) latency ;;

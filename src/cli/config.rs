@@ -18,6 +18,7 @@
 //! api_key = "change-me"            # the server HTTP API's key (also --api-key, SWITCHBOARD_API_KEY)
 //! admin_password = "change-me"     # turns on /admin (also --admin-password)
 //! demo = false                     # the demo channels and page (default: on without [[namespace]])
+//! compression = "on"               # permessage-deflate: "off" (default), "on", "context-takeover"
 //! [auth]                           # and [proxy], [limits]: see identity.rs
 //! hmac_secret = "change-me"
 //! [[namespace]]                    # channels chat:* ("" configures channels without ':')
@@ -59,6 +60,7 @@ pub struct FileConfig {
     pub drain_window_ms: Option<u64>,
     pub allowed_origins: Option<Vec<String>>,
     pub presence_ttl_secs: Option<u64>,
+    pub compression: Option<String>,
     #[serde(default)]
     pub auth: super::identity::AuthSection,
     #[serde(default)]

@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// Turns on the admin page at /admin, signed in with this password (or the API key).
     #[arg(long, env = "SWITCHBOARD_ADMIN_PASSWORD")]
     admin_password: Option<String>,
+    /// permessage-deflate: `off`, `on` (without context takeover) or `context-takeover`
+    /// [default: off].
+    #[arg(long)]
+    compression: Option<ws::Compression>,
     #[command(flatten)]
     identity: super::identity::IdentityArgs,
 }
@@ -76,6 +80,11 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(secs) = file.idle_timeout_secs {
         ws_config.idle_timeout = Duration::from_secs(secs);
+    }
+    match (args.compression, file.compression.as_deref()) {
+        (Some(compression), _) => ws_config.compression = compression,
+        (None, Some(compression)) => ws_config.compression = compression.parse()?,
+        (None, None) => {}
     }
 
     let identity = super::identity::build(

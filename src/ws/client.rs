@@ -3,6 +3,7 @@
 //! The opening handshake is a single HTTP/1.1 request and response (RFC 6455 §4.1), done here so
 //! that the bytes a server sends right behind its 101 are kept for the frame decoder.
 
+use super::deflate::{self, Negotiated};
 use super::frame::Role;
 use super::io::Io;
 use super::upgrade::{accept_key, header_has_token};
@@ -67,23 +68,33 @@ pub async fn connect<H: Handler>(url: &str, handler: H, config: Config) -> Resul
         return Err(ConnectError::InvalidUrl(url.to_owned()));
     };
     let port = uri.port_u16().unwrap_or(80);
-    let (io, prefix, headers, peer) = tokio::time::timeout(config.handshake_timeout, handshake(&uri, host, port))
-        .await
-        .map_err(|_| ConnectError::Timeout(url.to_owned()))?
-        .map_err(|err| match err {
-            HandshakeError::Io(source) => ConnectError::Failed {
-                url: url.to_owned(),
-                source,
-            },
-            HandshakeError::Rejected(reason) => ConnectError::Rejected {
-                url: url.to_owned(),
-                reason,
-            },
-        })?;
+    let (io, prefix, headers, peer, negotiated) =
+        tokio::time::timeout(config.handshake_timeout, handshake(&uri, host, port, &config))
+            .await
+            .map_err(|_| ConnectError::Timeout(url.to_owned()))?
+            .map_err(|err| match err {
+                HandshakeError::Io(source) => ConnectError::Failed {
+                    url: url.to_owned(),
+                    source,
+                },
+                HandshakeError::Rejected(reason) => ConnectError::Rejected {
+                    url: url.to_owned(),
+                    reason,
+                },
+            })?;
     let handshake = Handshake { uri, headers, peer };
     let ws = WebSocket::new(handshake, config.max_backpressure);
     let task_ws = ws.clone();
-    tokio::spawn(driver::run(io, prefix, Role::Client, task_ws, handler, config, None));
+    tokio::spawn(driver::run(
+        io,
+        prefix,
+        Role::Client,
+        task_ws,
+        handler,
+        config,
+        None,
+        negotiated,
+    ));
     Ok(ws)
 }
 
@@ -98,11 +109,11 @@ impl From<std::io::Error> for HandshakeError {
     }
 }
 
-async fn handshake(
-    uri: &Uri,
-    host: &str,
-    port: u16,
-) -> Result<(Io, Bytes, HeaderMap, Option<std::net::SocketAddr>), HandshakeError> {
+/// What the opening handshake gives the connection: the stream, bytes read past the response,
+/// the response headers, the peer and the permessage-deflate agreement.
+type Opened = (Io, Bytes, HeaderMap, Option<std::net::SocketAddr>, Option<Negotiated>);
+
+async fn handshake(uri: &Uri, host: &str, port: u16, config: &Config) -> Result<Opened, HandshakeError> {
     // An IPv6 literal comes bracketed in the URL; connect() wants it bare.
     let mut tcp = TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port)).await?;
     let _ = tcp.set_nodelay(true);
@@ -110,9 +121,12 @@ async fn handshake(
     let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
     let authority = uri.authority().map_or(host, |a| a.as_str());
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let extensions = deflate::offer(config)
+        .map(|offer| format!("Sec-WebSocket-Extensions: {offer}\r\n"))
+        .unwrap_or_default();
     let request = format!(
         "GET {target} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extensions}\r\n"
     );
     tcp.write_all(request.as_bytes()).await?;
 
@@ -148,8 +162,9 @@ async fn handshake(
             }
         }
         check_response(&headers, &key)?;
+        let negotiated = deflate::accept_response(&headers, config).map_err(HandshakeError::Rejected)?;
         let rest = buf.split_off(head_len);
-        return Ok((Io::Tcp(tcp), rest.freeze(), headers, peer));
+        return Ok((Io::Tcp(tcp), rest.freeze(), headers, peer, negotiated));
     }
 }
 
@@ -161,16 +176,13 @@ fn check_response(headers: &HeaderMap, key: &str) -> Result<(), HandshakeError> 
     if !header_has_token(headers, http::header::CONNECTION, "upgrade") {
         return Err(HandshakeError::Rejected("missing 'Connection: Upgrade' header".into()));
     }
-    // We offer no extension and no subprotocol, so the server may not pick one (RFC 6455 §4.1).
-    for name in [
-        http::header::SEC_WEBSOCKET_EXTENSIONS,
-        http::header::SEC_WEBSOCKET_PROTOCOL,
-    ] {
-        if headers.contains_key(&name) {
-            return Err(HandshakeError::Rejected(format!(
-                "the server chose a {name} we did not offer"
-            )));
-        }
+    // We offer no subprotocol, so the server may not pick one (RFC 6455 §4.1); the extension is
+    // checked against our offer by `deflate::accept_response`.
+    if headers.contains_key(http::header::SEC_WEBSOCKET_PROTOCOL) {
+        return Err(HandshakeError::Rejected(format!(
+            "the server chose a {} we did not offer",
+            http::header::SEC_WEBSOCKET_PROTOCOL
+        )));
     }
     let expected = accept_key(key.as_bytes());
     if headers

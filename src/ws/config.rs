@@ -16,9 +16,9 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Largest message accepted, summed over its fragments. A larger one closes the connection
-    /// with 1009 (message too big). Default 16 MiB.
+    /// with 1009 (message too big). Default 16 MiB; at most 4 GiB (larger values count as 4 GiB).
     pub max_message_size: usize,
-    /// Outgoing messages longer than this are sent as several frames. Default 4 MiB.
+    /// Outgoing messages longer than this are sent as several frames. Default 4 MiB; at most 4 GiB.
     pub max_frame_size: usize,
     /// Time allowed for a client's opening handshake (connect and the 101 response). Default 10 s.
     /// On the server side the request head is bounded by the HTTP server, not by this.
@@ -35,6 +35,50 @@ pub struct Config {
     pub max_backpressure: usize,
     /// How long to wait for the peer's close frame after sending ours. Default 5 s.
     pub close_timeout: Duration,
+    /// permessage-deflate (RFC 7692): whether a server accepts a client's offer, whether a client
+    /// offers it, and with which context takeover. Default [`Compression::Off`].
+    pub compression: Compression,
+    /// With compression agreed, messages shorter than this (in bytes) are sent uncompressed: on
+    /// short messages deflate saves little and costs CPU. Default 256.
+    pub compression_threshold: usize,
+}
+
+/// permessage-deflate (RFC 7692), per message compression of text and binary messages.
+///
+/// Off by default: an application turns it on where its messages are large enough to gain
+/// (JSON of hundreds of bytes and more). Browsers offer it on every connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Never negotiated: a server ignores offers, a client makes none.
+    #[default]
+    Off,
+    /// Negotiated without context takeover on either side: each message is compressed on its
+    /// own. An idle connection keeps no compression state, and a publication is compressed once
+    /// for all its subscribers (every socket that agreed to this gets the same bytes). What to
+    /// use when on.
+    NoContextTakeover,
+    /// Each side may keep its window between messages: better ratios on streams of similar
+    /// messages, at the price of a compressor and an inflater per connection once used (335 KiB
+    /// together, measured: BENCHMARKS.md, "Compression") and of compressing a publication once per
+    /// subscriber. Unless a client asks otherwise.
+    ContextTakeover,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    /// `off`, `on` (the same as `no-context-takeover`) or `context-takeover`, as command lines
+    /// and configuration files spell it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(Self::Off),
+            "on" | "no-context-takeover" => Ok(Self::NoContextTakeover),
+            "context-takeover" => Ok(Self::ContextTakeover),
+            other => Err(format!(
+                "unknown compression '{other}': expected off, on or context-takeover"
+            )),
+        }
+    }
 }
 
 impl Default for Config {
@@ -47,6 +91,8 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(75),
             max_backpressure: 4 << 20,
             close_timeout: Duration::from_secs(5),
+            compression: Compression::Off,
+            compression_threshold: 256,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! rules, minimal length encoding, close codes, and UTF-8 validated as the bytes arrive (an
 //! invalid text message fails at the first bad byte, not at its end).
 
+use super::deflate::RSV1;
 use super::frame::{self, Role, BINARY, CLOSE, CONTINUATION, MAX_HEADER, PING, PONG, TEXT};
 use bytes::{Bytes, BytesMut};
 use std::borrow::Cow;
@@ -28,6 +29,12 @@ pub(crate) enum Decoded {
     Close {
         code: u16,
         reason: String,
+    },
+    /// A complete compressed message (permessage-deflate), as received: the transport inflates
+    /// it into `Text` or `Binary` before anyone else sees it.
+    Deflated {
+        text: bool,
+        payload: Bytes,
     },
 }
 
@@ -83,10 +90,14 @@ pub(crate) struct Decoder {
     utf8_valid: usize,
     control: BytesMut,
     failed: bool,
+    /// permessage-deflate was agreed: RSV1 may mark a message's first frame.
+    deflate: bool,
+    /// The message being assembled is compressed (its UTF-8 is checked once inflated).
+    compressed: bool,
 }
 
 impl Decoder {
-    pub(crate) fn new(role: Role, max_message_size: usize) -> Self {
+    pub(crate) fn new(role: Role, max_message_size: usize, deflate: bool) -> Self {
         Self {
             role,
             max_message_size,
@@ -98,7 +109,16 @@ impl Decoder {
             utf8_valid: 0,
             control: BytesMut::new(),
             failed: false,
+            deflate,
+            compressed: false,
         }
+    }
+
+    /// Fails the connection from outside (a message that did not inflate): the rest is ignored.
+    pub(crate) fn fail(&mut self) {
+        self.failed = true;
+        self.message = BytesMut::new();
+        self.control = BytesMut::new();
     }
 
     /// Whether nothing is partly received (and the connection has not failed): the decoder may
@@ -202,6 +222,7 @@ impl Decoder {
             if opcode != CONTINUATION {
                 self.message_opcode = Some(opcode);
                 self.utf8_valid = 0;
+                self.compressed = h[0] & RSV1 != 0;
             }
             // Bounded by the size check above.
             self.message.reserve((len as usize).min(MAX_RESERVE));
@@ -219,10 +240,12 @@ impl Decoder {
     /// Checks what the first two bytes decide, before waiting for the rest of the header.
     fn check_first_bytes(&self) -> Result<(), ProtocolError> {
         let (b0, b1) = (self.header[0], self.header[1]);
-        if b0 & 0x70 != 0 {
+        let opcode = b0 & 0x0F;
+        // RSV1 marks a compressed message, on its first frame only (RFC 7692 §6).
+        let rsv1_allowed = self.deflate && matches!(opcode, TEXT | BINARY);
+        if b0 & 0x30 != 0 || (b0 & RSV1 != 0 && !rsv1_allowed) {
             return Err(ProtocolError::protocol("invalid extension"));
         }
-        let opcode = b0 & 0x0F;
         if !matches!(opcode, CONTINUATION | TEXT | BINARY | CLOSE | PING | PONG) {
             return Err(ProtocolError::protocol("invalid opcode"));
         }
@@ -280,7 +303,7 @@ impl Decoder {
         let complete = frame.remaining == 0;
         let (opcode, fin) = (frame.opcode, frame.fin);
 
-        if opcode < CLOSE && self.message_opcode == Some(TEXT) {
+        if opcode < CLOSE && self.message_opcode == Some(TEXT) && !self.compressed {
             self.check_utf8(complete && fin)?;
         }
         if !complete {
@@ -293,9 +316,11 @@ impl Decoder {
             PONG => out.push_back(Decoded::Pong(std::mem::take(&mut self.control).freeze())),
             _ if fin => {
                 let payload = std::mem::take(&mut self.message).freeze();
-                out.push_back(match self.message_opcode.take() {
-                    Some(TEXT) => Decoded::Text(payload),
-                    _ => Decoded::Binary(payload),
+                let text = self.message_opcode.take() == Some(TEXT);
+                out.push_back(match (text, std::mem::take(&mut self.compressed)) {
+                    (_, true) => Decoded::Deflated { text, payload },
+                    (true, false) => Decoded::Text(payload),
+                    (false, false) => Decoded::Binary(payload),
                 });
                 self.utf8_valid = 0;
             }
@@ -351,7 +376,7 @@ mod tests {
     fn decode(bytes: &[u8]) -> (Vec<Decoded>, Option<ProtocolError>) {
         let mut results = Vec::new();
         for step in [1, bytes.len().max(1)] {
-            let mut decoder = Decoder::new(Role::Server, 1024);
+            let mut decoder = Decoder::new(Role::Server, 1024, false);
             let mut out = VecDeque::new();
             let mut error = None;
             for chunk in bytes.chunks(step) {
@@ -379,6 +404,10 @@ mod tests {
             Decoded::Close { code, reason } => Decoded::Close {
                 code: *code,
                 reason: reason.clone(),
+            },
+            Decoded::Deflated { text, payload } => Decoded::Deflated {
+                text: *text,
+                payload: payload.clone(),
             },
         }
     }
@@ -453,9 +482,40 @@ mod tests {
     }
 
     #[test]
+    fn rsv1_marks_a_compressed_message_only_where_deflate_allows_it() {
+        let decode_with_deflate = |bytes: &[u8]| {
+            let mut decoder = Decoder::new(Role::Server, 1024, true);
+            let mut out = VecDeque::new();
+            let result = decoder
+                .decode(bytes, &mut out)
+                .map_err(|e| (e.code, e.reason.into_owned()));
+            (out.into_iter().collect::<Vec<_>>(), result)
+        };
+        // On the first frame of a message: the compressed bytes as they came, not UTF-8 checked.
+        let bytes = [frame(false, TEXT | RSV1, &[0xff]), frame(true, CONTINUATION, &[0xfe])].concat();
+        assert_eq!(
+            decode_with_deflate(&bytes),
+            (
+                vec![Decoded::Deflated {
+                    text: true,
+                    payload: Bytes::from_static(&[0xff, 0xfe])
+                }],
+                Ok(())
+            )
+        );
+        let invalid = Err((1002, "invalid extension".to_owned()));
+        let continued = [frame(false, BINARY, b"a"), frame(true, CONTINUATION | RSV1, b"b")].concat();
+        assert_eq!(decode_with_deflate(&continued).1, invalid);
+        assert_eq!(decode_with_deflate(&frame(true, PING | RSV1, b"")).1, invalid);
+        assert_eq!(decode_with_deflate(&frame(true, TEXT | 0x20, b"")).1, invalid);
+        // Without deflate agreed, RSV1 is refused as before.
+        assert_eq!(decode(&frame(true, TEXT | RSV1, b"x")).1.map(|e| e.code), Some(1002));
+    }
+
+    #[test]
     fn invalid_utf8_fails_before_the_frame_ends() {
         let bytes = frame(true, TEXT, &[b'a', 0xff, b'b', b'c']);
-        let mut decoder = Decoder::new(Role::Server, 1024);
+        let mut decoder = Decoder::new(Role::Server, 1024, false);
         let mut out = VecDeque::new();
         // Header (6 bytes) and the first payload byte: fine so far.
         assert_eq!(decoder.decode(&bytes[..7], &mut out), Ok(()));
@@ -464,7 +524,7 @@ mod tests {
 
     #[test]
     fn idle_decoder_holds_no_heap_memory() {
-        let mut decoder = Decoder::new(Role::Server, 1 << 20);
+        let mut decoder = Decoder::new(Role::Server, 1 << 20, false);
         let mut out = VecDeque::new();
         decoder.decode(&frame(true, TEXT, &[b'x'; 5000]), &mut out).unwrap();
         assert_eq!(out.len(), 1);

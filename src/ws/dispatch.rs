@@ -94,6 +94,7 @@ async fn dispatch<H: Handler>(decoded: Decoded, ws: &WebSocket, handler: &mut H)
         Decoded::Binary(bytes) => guarded(ws, "on_bytes", handler.on_bytes(ws, bytes)).await,
         Decoded::Ping(bytes) => guarded(ws, "on_ping", handler.on_ping(ws, bytes)).await,
         Decoded::Pong(bytes) => guarded(ws, "on_pong", handler.on_pong(ws, bytes)).await,
-        Decoded::Close { .. } => true,
+        // Inflated by the transport before it hands a message out.
+        Decoded::Close { .. } | Decoded::Deflated { .. } => true,
     }
 }

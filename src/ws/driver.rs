@@ -13,6 +13,7 @@
 use super::closing::{close_payload, refuse_sends};
 use super::deadline;
 use super::decoder::Decoded;
+use super::deflate::Negotiated;
 use super::dispatch::{guarded, handle};
 use super::frame::{Role, CLOSE};
 use super::handler::SLOW_CONSUMER_REASON;
@@ -37,6 +38,9 @@ use tokio::time::Instant;
 /// Handler futures are boxed: an idle connection's task then holds only this loop's state, not
 /// room for the largest handler future (which was most of a 2.7 KiB task); the cost is one
 /// allocation per *inbound* message, never per publication.
+// Each argument is what one side of the handshake settled; a struct for them would only be
+// unpacked again here.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run<H: Handler>(
     io: Io,
     prefix: Bytes,
@@ -45,8 +49,9 @@ pub(crate) fn run<H: Handler>(
     handler: H,
     config: Config,
     sockets: Option<Sockets>,
+    deflate: Option<Negotiated>,
 ) -> impl Future<Output = ()> + Send {
-    let mut transport = Transport::new(io, role, &config);
+    let mut transport = Transport::new(io, role, &config, deflate);
     // Bytes that came with the handshake are decoded now; the copy hyper read them into (its
     // whole read buffer) is released here rather than pinned by the connection.
     transport.feed(&prefix);
@@ -439,6 +444,7 @@ pub(crate) async fn future_size_for<H: Handler>(handler: H) -> usize {
         handler,
         config,
         Some(Sockets::new()),
+        None,
     );
     std::mem::size_of_val(&task)
 }

@@ -27,6 +27,14 @@ pub(crate) fn server_text(payload: &[u8]) -> Bytes {
     frame.freeze()
 }
 
+/// A complete, unmasked, single-frame message with RSV1 set: a message compressed with
+/// permessage-deflate (`payload` is the compressed data).
+pub(crate) fn server_compressed(opcode: u8, payload: &[u8]) -> Bytes {
+    let mut frame = BytesMut::with_capacity(payload.len() + 10);
+    put_frame(&mut frame, true, opcode | super::deflate::RSV1, payload, None);
+    frame.freeze()
+}
+
 /// The header length of an unmasked frame (such as [`server_text`] makes): 2, 4 or 10 bytes.
 pub(crate) fn header_len(frame: &[u8]) -> usize {
     match frame.get(1).map(|b| b & 0x7f) {

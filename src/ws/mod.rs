@@ -48,6 +48,7 @@ mod closing;
 mod config;
 mod deadline;
 mod decoder;
+mod deflate;
 mod dispatch;
 mod driver;
 mod frame;
@@ -63,7 +64,7 @@ mod transport;
 mod upgrade;
 
 pub use client::{connect, ConnectError};
-pub use config::Config;
+pub use config::{Compression, Config};
 pub use handler::{CloseFrame, Handler};
 pub use handshake::Handshake;
 pub use prepared::PreparedMessage;

@@ -11,10 +11,12 @@
 //! ordinary text message, framed and masked when written. Which end a socket is, only its task
 //! knows; that is where the choice is made.
 
+use super::deflate;
 use super::frame;
 use super::Text;
 use bytes::Bytes;
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 /// A text message framed once, to be sent to many sockets with
 /// [`WebSocket::send_prepared`](super::WebSocket::send_prepared).
@@ -31,6 +33,10 @@ use std::fmt;
 pub struct PreparedMessage {
     /// One complete, unmasked, single-frame text message.
     frame: Bytes,
+    /// The same message compressed (permessage-deflate, a fresh 15-bit window), framed: made
+    /// once, on the first send to a socket that takes it, and shared by all. The plain frame if
+    /// compressing failed.
+    deflated: Arc<OnceLock<Bytes>>,
 }
 
 impl PreparedMessage {
@@ -38,6 +44,7 @@ impl PreparedMessage {
     pub fn text(text: &Text) -> Self {
         Self {
             frame: frame::server_text(text.as_bytes()),
+            deflated: Arc::default(),
         }
     }
 
@@ -46,6 +53,23 @@ impl PreparedMessage {
         let payload = &self.frame[frame::header_len(&self.frame)..];
         // Built from a `Text` by `text`, the only constructor.
         std::str::from_utf8(payload).unwrap_or_default()
+    }
+
+    /// The length of the text, in bytes.
+    pub(super) fn payload_len(&self) -> usize {
+        self.frame.len() - frame::header_len(&self.frame)
+    }
+
+    /// The message as a compressed server frame (RSV1), compressed on the first call; or the
+    /// plain frame if compressing failed.
+    pub(super) fn deflated_frame(&self) -> &Bytes {
+        self.deflated.get_or_init(|| {
+            let payload = &self.frame[frame::header_len(&self.frame)..];
+            match deflate::compress_shared(payload) {
+                Some(compressed) => frame::server_compressed(frame::TEXT, &compressed),
+                None => self.frame.clone(),
+            }
+        })
     }
 
     /// The complete server frame, as a server socket writes it.
@@ -102,6 +126,7 @@ mod tests {
             ws.clone(),
             Nop,
             config,
+            None,
             None,
         ));
         (ws, peer)

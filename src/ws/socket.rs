@@ -49,6 +49,9 @@ pub(super) struct SocketState {
     id: u64,
     handshake: Record,
     max_backpressure: usize,
+    /// From this payload size on, a prepared message goes out as its shared compressed frame
+    /// (`u32::MAX`: never; see `deflate.rs`).
+    shared_deflate: u32,
     pub(super) queue: Mutex<Queue>,
     /// Wakes the connection task: something was queued, or a close was requested.
     /// Wakes the connection's task when something is queued (an `AtomicWaker`, not a `Notify`:
@@ -68,6 +71,10 @@ pub(super) enum QueueItem {
     /// A text message framed once for many sockets: a server writes its frame as is, a client
     /// frames (and masks) its payload like a `Message`.
     Prepared(PreparedMessage),
+    /// A complete server frame shared with other sockets, written as is: a publication
+    /// compressed once for every socket that agreed to permessage-deflate without context
+    /// takeover.
+    Frame(Bytes),
 }
 
 #[derive(Default)]
@@ -92,11 +99,19 @@ thread_local! {
 
 impl WebSocket {
     pub(super) fn new(handshake: Handshake, max_backpressure: usize) -> Self {
+        Self::with_shared_deflate(handshake, max_backpressure, u32::MAX)
+    }
+
+    /// A socket that sends prepared messages of `shared_deflate` bytes and more as their shared
+    /// compressed frame (a server socket that agreed to permessage-deflate without context
+    /// takeover on its side).
+    pub(super) fn with_shared_deflate(handshake: Handshake, max_backpressure: usize, shared_deflate: u32) -> Self {
         Self {
             state: Arc::new(SocketState {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 handshake: Record::new(&handshake),
                 max_backpressure,
+                shared_deflate,
                 queue: Mutex::new(Queue::default()),
                 waker: AtomicWaker::new(),
                 ended: Notify::new(),
@@ -203,7 +218,17 @@ impl WebSocket {
 
     /// Queues a message framed once for many sockets, without copying it: a server socket
     /// writes the shared frame; a client socket sends its text as an ordinary (masked) message.
+    ///
+    /// A server socket that agreed to permessage-deflate without context takeover gets the
+    /// message compressed: compressed once, by the first such socket it is sent to, and the same
+    /// compressed frame queued for every other.
     pub fn send_prepared(&self, message: &PreparedMessage) -> Result<(), SendError> {
+        let threshold = self.state.shared_deflate;
+        if threshold != u32::MAX && message.payload_len() >= threshold as usize {
+            let frame = message.deflated_frame().clone();
+            let len = frame.len();
+            return self.enqueue(QueueItem::Frame(frame), len);
+        }
         let len = message.frame().len();
         self.enqueue(QueueItem::Prepared(message.clone()), len)
     }

@@ -8,6 +8,7 @@
 //! connection's task for the connection's whole life (see the task-size note in `driver.rs`).
 
 use super::decoder::{Decoded, Decoder, ProtocolError};
+use super::deflate::{self, Contexts, Negotiated, RSV1};
 use super::frame::{self, Role, CLOSE, TEXT};
 use super::io::Io;
 use super::socket::QueueItem;
@@ -40,28 +41,36 @@ const READ_CHUNK: usize = 32 * 1024;
 pub(super) struct Transport {
     io: Io,
     role: Role,
-    max_frame_size: usize,
+    /// `u32` (a frame or message over 4 GiB is not a use case): with the deflate agreement beside
+    /// them, the limits then take the room they took alone (see the task-size note in `driver.rs`).
+    max_frame_size: u32,
     /// The decoder's state, allocated only while a frame or message is partly received: most
     /// reads bring whole messages, and an idle connection then holds no decoder at all.
     decoder: Option<Box<Decoder>>,
-    max_message_size: usize,
+    max_message_size: u32,
     /// Messages decoded from the last read, handed to the handler one at a time.
     inbox: VecDeque<Decoded>,
     /// A protocol violation found in the last read, acted on once the inbox is empty.
     error: Option<Box<ProtocolError>>,
     /// What is left to write of the batch, in order; empty between batches.
     out: Backlog,
+    /// permessage-deflate, if agreed.
+    deflate: Option<Negotiated>,
+    /// The connection's own compressor and inflater: only with context takeover, once used.
+    contexts: Option<Box<Contexts>>,
 }
 
 impl Transport {
     /// A transport over `io` with the limits of `config`, nothing read or written yet.
-    pub(super) fn new(io: Io, role: Role, config: &Config) -> Self {
+    pub(super) fn new(io: Io, role: Role, config: &Config, deflate: Option<Negotiated>) -> Self {
         Self {
+            deflate,
+            contexts: None,
             io,
             role,
-            max_frame_size: config.max_frame_size.max(1),
+            max_frame_size: u32::try_from(config.max_frame_size.max(1)).unwrap_or(u32::MAX),
             decoder: None,
-            max_message_size: config.max_message_size,
+            max_message_size: u32::try_from(config.max_message_size).unwrap_or(u32::MAX),
             inbox: VecDeque::new(),
             error: None,
             out: Backlog::default(),
@@ -87,11 +96,12 @@ impl Transport {
         if data.is_empty() {
             return;
         }
+        let first = self.inbox.len();
         let result = match self.decoder.as_mut() {
             Some(decoder) => decoder.decode(data, &mut self.inbox),
             None => {
                 // Decoded on the stack; kept (boxed) only if the read ended inside a frame.
-                let mut decoder = Decoder::new(self.role, self.max_message_size);
+                let mut decoder = Decoder::new(self.role, self.max_message_size as usize, self.deflate.is_some());
                 let result = decoder.decode(data, &mut self.inbox);
                 if !decoder.is_idle() {
                     self.decoder = Some(Box::new(decoder));
@@ -102,8 +112,51 @@ impl Transport {
         if let Err(err) = result {
             self.error.get_or_insert(Box::new(err));
         }
+        if let Some(negotiated) = self.deflate {
+            self.inflate_from(first, &negotiated);
+        }
         if self.decoder.as_ref().is_some_and(|d| d.is_idle()) {
             self.decoder = None;
+        }
+    }
+
+    /// Inflates the compressed messages decoded from `first` on, in place. One that does not
+    /// inflate (corrupt, too large, invalid UTF-8) fails the connection there: what came after it
+    /// is dropped.
+    fn inflate_from(&mut self, first: usize, negotiated: &Negotiated) {
+        for index in first..self.inbox.len() {
+            let Some(Decoded::Deflated { text, payload }) = self.inbox.get(index) else {
+                continue;
+            };
+            let text = *text;
+            let inflated = deflate::inflate(negotiated, &mut self.contexts, payload, self.max_message_size as usize)
+                .and_then(|data| {
+                    if text && std::str::from_utf8(&data).is_err() {
+                        return Err(ProtocolError {
+                            code: 1007,
+                            reason: "invalid utf8".into(),
+                        });
+                    }
+                    Ok(Bytes::from(data))
+                });
+            match inflated {
+                Ok(data) => {
+                    self.inbox[index] = if text {
+                        Decoded::Text(data)
+                    } else {
+                        Decoded::Binary(data)
+                    }
+                }
+                Err(err) => {
+                    self.inbox.truncate(index);
+                    self.error = Some(Box::new(err));
+                    let (role, max) = (self.role, self.max_message_size as usize);
+                    self.decoder
+                        .get_or_insert_with(|| Box::new(Decoder::new(role, max, true)))
+                        .fail();
+                    return;
+                }
+            }
         }
     }
 
@@ -171,9 +224,20 @@ impl Transport {
                 let Some(item) = batch.pop_front() else { break };
                 match item {
                     // A client never writes the unmasked frame: the text goes out as a message.
-                    QueueItem::Prepared(message) if self.role == Role::Client => {
+                    // Nor does a socket that compresses it itself (context takeover, a smaller
+                    // window than the shared frame's).
+                    QueueItem::Prepared(message)
+                        if self.role == Role::Client || self.compresses(message.payload_len()) =>
+                    {
                         self.put_message(&mut round, TEXT, message.payload());
                     }
+                    // A complete server frame (compressed once for many sockets): as is.
+                    QueueItem::Frame(frame)
+                        if frame.len() >= COPY_LIMIT || (batch.is_empty() && round.corked() == 0) =>
+                    {
+                        round.push(frame);
+                    }
+                    QueueItem::Frame(frame) => round.cork.extend_from_slice(&frame),
                     // A large frame, or the only one: written from the shared bytes, not copied.
                     QueueItem::Prepared(message)
                         if message.frame().len() >= COPY_LIMIT || (batch.is_empty() && round.corked() == 0) =>
@@ -193,17 +257,32 @@ impl Transport {
         Poll::Ready(Ok(()))
     }
 
-    /// Frames one message, split into frames of at most `max_frame_size`.
+    /// Whether a data message of `len` bytes goes out compressed.
+    fn compresses(&self, len: usize) -> bool {
+        self.deflate.is_some_and(|d| d.compresses(len))
+    }
+
+    /// Frames one message, split into frames of at most `max_frame_size`; compressed first if
+    /// permessage-deflate was agreed and the message is large enough (RSV1 on its first frame).
     fn put_message(&mut self, round: &mut Round, opcode: u8, payload: Bytes) {
+        let (opcode, payload) = match self.deflate {
+            Some(negotiated) if opcode < CLOSE && negotiated.compresses(payload.len()) => {
+                match deflate::compress(&negotiated, &mut self.contexts, &payload) {
+                    Some(compressed) => (opcode | RSV1, Bytes::from(compressed)),
+                    None => (opcode, payload),
+                }
+            }
+            _ => (opcode, payload),
+        };
         // Control frames are at most 125 bytes and must not be fragmented (RFC 6455 §5.5).
-        if payload.is_empty() || opcode >= CLOSE {
+        if payload.is_empty() || opcode & 0x0F >= CLOSE {
             frame::put_frame(&mut round.cork, true, opcode, &payload, self.mask());
             return;
         }
         let mut frame_opcode = opcode;
         let mut start = 0;
         while start < payload.len() {
-            let end = payload.len().min(start + self.max_frame_size);
+            let end = payload.len().min(start + self.max_frame_size as usize);
             let fin = end == payload.len();
             let chunk = payload.slice(start..end);
             match self.mask() {

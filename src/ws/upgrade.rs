@@ -4,6 +4,7 @@
 //! answer that says what is wrong (400 with the reason, 405 for a method other than GET), and so
 //! the endpoint mounts on any axum/tower router beside ordinary routes.
 
+use super::deflate::{self, Negotiated};
 use super::frame::Role;
 use super::io::Io;
 use super::{driver, Config, Handler, Handshake, Sockets, WebSocket};
@@ -171,6 +172,8 @@ where
         )
             .into_response();
     };
+    // permessage-deflate, if configured and offered (answered in the 101 below).
+    let deflate = deflate::negotiate(request.headers(), config);
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0);
     // The server's registry of open sockets, if it keeps one (to close them all when it shuts
     // down).
@@ -207,13 +210,15 @@ where
         sockets.upgrading();
     }
     let config = Config::clone(config);
+    let (negotiated, response_extension) = deflate.unzip();
     let task = async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws = WebSocket::new(handshake, config.max_backpressure);
+                let shared = Negotiated::shared_threshold(negotiated);
+                let ws = WebSocket::with_shared_deflate(handshake, config.max_backpressure, shared);
                 let (io, prefix) = Io::from_upgraded(upgraded);
                 // Its own task: this one's room for the upgrade (handshake, hyper's future) is freed.
-                let run = driver::run(io, prefix, Role::Server, ws, handler, config, sockets);
+                let run = driver::run(io, prefix, Role::Server, ws, handler, config, sockets, negotiated);
                 tokio::spawn(run);
             }
             Err(err) => {
@@ -232,6 +237,9 @@ where
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     if let Ok(accept) = HeaderValue::from_str(&accept_key(key.as_bytes())) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(extension) = response_extension {
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, extension);
     }
     response
 }

@@ -1,5 +1,6 @@
-// The echo example against the Node `ws` client. run.sh starts two echo servers and passes their
-// URLs: ECHO_URL (default limits) and ECHO_SMALL_URL (started with --max-message-size 1024).
+// The echo example against the Node `ws` client. run.sh starts three echo servers and passes their
+// URLs: ECHO_URL (default limits; it accepts permessage-deflate, which ws offers by default),
+// ECHO_SMALL_URL (started with --max-message-size 1024) and ECHO_PLAIN_URL (--compression off).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -7,12 +8,13 @@ import WebSocket from 'ws';
 
 const URL = process.env.ECHO_URL;
 const SMALL_URL = process.env.ECHO_SMALL_URL;
+const PLAIN_URL = process.env.ECHO_PLAIN_URL;
 const SMALL_LIMIT = 1024;
 const skip = !URL || !SMALL_URL ? 'run through tests/peers/run.sh' : false;
 
 /** Opens a connection and queues everything it receives. */
-function open(url = `${URL}/node`) {
-  const ws = new WebSocket(url, { maxPayload: 0 });
+function open(url = `${URL}/node`, options = {}) {
+  const ws = new WebSocket(url, { maxPayload: 0, ...options });
   const inbox = [];
   let waiting = null;
   const push = (item) => {
@@ -137,7 +139,8 @@ for (const [name, b0, reason] of [
   ['reserved opcode', 0x83, 'invalid opcode'],
 ]) {
   test(`protocol error (${name}) is closed with 1002`, { skip }, async () => {
-    const ws = await open();
+    // Without permessage-deflate, which would make RSV1 legal.
+    const ws = await open(`${URL}/node`, { perMessageDeflate: false });
     // ws never sends a bad frame: write one on its socket.
     ws._socket.write(maskedFrame(b0, [...Buffer.from('bad')]));
     const ev = await ws.next();
@@ -150,4 +153,68 @@ test('many messages arrive in order', { skip }, async () => {
   for (let i = 0; i < 500; i++) ws.send(`n${i}`);
   for (let i = 0; i < 500; i++) assert.equal((await ws.next()).data.toString(), `n${i}`);
   ws.close();
+});
+
+/** A JSON text of about `n` bytes, as applications publish. */
+function jsonText(n) {
+  const rows = [];
+  for (let i = 0; JSON.stringify(rows).length < n; i++) {
+    rows.push({ id: i, symbol: 'BTC-USD', price: `${64000 + (i % 97)}.${i % 100}`, size: `0.0${i % 9}1`, side: i % 3 ? 'buy' : 'sell' });
+  }
+  return JSON.stringify({ channel: 'trades', data: rows });
+}
+
+test('permessage-deflate is agreed with ws by default: compressed both ways', { skip }, async () => {
+  // The response header as the server sent it (ws.extensions names the extension only).
+  const header = new Promise((resolve) => {
+    const probe = new WebSocket(`${URL}/node`);
+    probe.once('upgrade', (res) => resolve(res.headers['sec-websocket-extensions']));
+    probe.once('open', () => probe.close());
+    probe.on('error', () => {});
+  });
+  assert.equal(await header, 'permessage-deflate; server_no_context_takeover; client_no_context_takeover');
+  const ws = await open();
+  assert.match(ws.extensions, /^permessage-deflate/);
+  const text = jsonText(20000);
+  const before = ws._socket.bytesRead;
+  for (let i = 0; i < 3; i++) {
+    ws.send(text);
+    const ev = await ws.next();
+    assert.equal(ev.data.toString('utf8'), text);
+  }
+  const read = ws._socket.bytesRead - before;
+  assert.ok(read < text.length, `three ${text.length}-byte echoes came in ${read} bytes: not compressed`);
+  // Small messages (under the server's 256-byte threshold) too.
+  ws.send('small');
+  assert.equal((await ws.next()).data.toString(), 'small');
+  ws.close();
+});
+
+test('ws without permessage-deflate: nothing agreed, plain echo', { skip }, async () => {
+  const ws = await open(`${URL}/node`, { perMessageDeflate: false });
+  assert.equal(ws.extensions, '');
+  const text = jsonText(5000);
+  ws.send(text);
+  assert.equal((await ws.next()).data.toString(), text);
+  ws.close();
+});
+
+test('a server with compression off declines the offer', { skip: skip || !PLAIN_URL }, async () => {
+  const ws = await open(`${PLAIN_URL}/node`);
+  assert.equal(ws.extensions, '');
+  const text = jsonText(5000);
+  const before = ws._socket.bytesRead;
+  ws.send(text);
+  assert.equal((await ws.next()).data.toString(), text);
+  assert.ok(ws._socket.bytesRead - before > text.length);
+  ws.close();
+});
+
+test('a compressed message that inflates past the limit is closed with 1009', { skip }, async () => {
+  const ws = await open(`${SMALL_URL}/node`);
+  assert.match(ws.extensions, /^permessage-deflate/);
+  // 100 KB of zeros compresses to about 100 bytes.
+  ws.send(Buffer.alloc(100000));
+  const ev = await ws.next();
+  assert.deepEqual(ev, { kind: 'close', code: 1009, reason: `max length: ${SMALL_LIMIT}` });
 });

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Real peers against the echo example: Python `websockets` (pytest) and Node `ws` (node --test).
-# Starts two echo servers on free loopback ports (default limits, and --max-message-size 1024),
+# Starts three echo servers on free loopback ports (default limits, which accept permessage-deflate;
+# --max-message-size 1024; --compression off),
 # runs both suites, stops the servers, prints each runner's summary and exits non-zero on any failure.
 #
 # Needs the release examples (cargo build --release --examples, or SWITCHBOARD_EXAMPLES_DIR), a Python
@@ -46,7 +47,9 @@ start_echo default || exit 1
 export ECHO_URL=$URL_OUT
 start_echo small --max-message-size 1024 || exit 1
 export ECHO_SMALL_URL=$URL_OUT
-echo "echo servers: $ECHO_URL (default limits), $ECHO_SMALL_URL (--max-message-size 1024)"
+start_echo plain --compression off || exit 1
+export ECHO_PLAIN_URL=$URL_OUT
+echo "echo servers: $ECHO_URL (default limits), $ECHO_SMALL_URL (--max-message-size 1024), $ECHO_PLAIN_URL (--compression off)"
 
 failed=()
 

@@ -132,7 +132,8 @@ def test_too_big_fragmented_message_is_closed_with_1009():
     ],
 )
 def test_protocol_error_is_closed_with_1002(frame, reason):
-    with open_ws() as ws:
+    # Without permessage-deflate, which would make RSV1 legal.
+    with open_ws(compression=None) as ws:
         # websockets never sends a bad frame: write one on its socket.
         ws.socket.sendall(frame)
         with pytest.raises(ConnectionClosedError) as err:

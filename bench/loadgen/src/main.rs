@@ -316,6 +316,19 @@ struct Common {
     /// Free-form tag copied into the result (e.g. the run number).
     #[arg(long, default_value = "")]
     tag: String,
+    /// Subscribers use the loadgen's own minimal client, which counts the bytes it reads
+    /// (`wire_bytes_per_delivery` in the result).
+    #[arg(long)]
+    raw: bool,
+    /// Subscribers offer permessage-deflate (`permessage-deflate; client_max_window_bits`, what
+    /// browsers offer) and inflate what comes compressed; implies --raw.
+    #[arg(long)]
+    deflate: bool,
+    /// With --deflate: count compressed messages without inflating them (no sequence check, no
+    /// latency), so that the subscribers' inflating does not bound what is measured on a small
+    /// machine.
+    #[arg(long)]
+    no_inflate: bool,
 }
 
 #[derive(Args, Clone)]
@@ -326,6 +339,10 @@ struct PubArgs {
     /// Payload size in bytes (the `text` of the action, padded).
     #[arg(long, default_value_t = 64)]
     size: usize,
+    /// `x`: the marker padded with `x` to --size; `json`: the marker and a JSON document of
+    /// about --size bytes (an order with its items and customer, different in every publication).
+    #[arg(long, default_value = "x")]
+    payload: String,
     /// Publications per second; omit for "as fast as replies allow" (see --window).
     #[arg(long)]
     rate: Option<f64>,
@@ -455,6 +472,36 @@ fn bind_address_no_port(sock: &TcpSocket) {
     let _ = sock;
 }
 
+/// A TCP connection from `source` (see `source_addr`), with retries.
+async fn tcp_connect(target: SocketAddr, source: Ipv4Addr) -> Result<TcpStream, String> {
+    let mut last = String::new();
+    for attempt in 0..8u64 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+        }
+        let mut sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        let _ = sock.set_reuseaddr(true);
+        bind_address_no_port(&sock);
+        if sock.bind(SocketAddr::new(source.into(), 0)).is_err() {
+            sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        }
+        match sock.connect(target).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = format!("connect: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// A subscriber connection: tokio-websockets, or the loadgen's own (`--raw`, `--deflate`).
+enum Conn {
+    Tw(Ws),
+    Raw(RawWs),
+}
+
 async fn connect(url: &str, target: SocketAddr, source: Ipv4Addr) -> Result<Ws, String> {
     let mut last = String::new();
     for attempt in 0..8u64 {
@@ -523,7 +570,7 @@ fn progress(quiet: bool, line: String) {
 async fn open_all<F, R, Fut>(c: &Common, n: usize, stats: &Arc<Stats>, sub_msg: F, run: R) -> f64
 where
     F: Fn(usize) -> String + Send + Sync + 'static,
-    R: Fn(usize, Ws) -> Fut + Send + Sync + 'static,
+    R: Fn(usize, Conn) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let target = target_addr(&c.url);
@@ -542,11 +589,25 @@ where
             first_error.clone(),
         );
         let source = source_addr(i, c.conns_per_source);
+        let (raw, deflate) = (c.raw || c.deflate, c.deflate);
         tokio::spawn(async move {
             let r = async {
+                if raw {
+                    let mut ws = RawWs::connect(&url, target, source, deflate).await?;
+                    ws.send_text(&sub_msg(i)).await.map_err(|e| e.to_string())?;
+                    while let Some(t) = ws.recv().await {
+                        if t.windows(12).any(|w| w == b"\"subscribed\"") {
+                            return Ok::<_, String>(Conn::Raw(ws));
+                        }
+                        if t.windows(7).any(|w| w == b"\"error\"") {
+                            return Err(String::from_utf8_lossy(&t).into_owned());
+                        }
+                    }
+                    return Err("closed before subscribed".into());
+                }
                 let mut ws = connect(&url, target, source).await?;
                 subscribe(&mut ws, &sub_msg(i)).await?;
-                Ok::<_, String>(ws)
+                Ok::<_, String>(Conn::Tw(ws))
             }
             .await;
             drop(permit);
@@ -634,32 +695,55 @@ fn parse_user_id(t: &[u8]) -> Option<i64> {
     (i > start).then_some(v)
 }
 
-async fn fanout_subscriber(i: usize, mut ws: Ws, stats: Arc<Stats>) {
+async fn fanout_subscriber(i: usize, conn: Conn, stats: Arc<Stats>) {
     let shard = &stats.shards[i % SHARDS];
     let mut next: u64 = 0;
-    while let Some(r) = ws.next().await {
-        let Ok(m) = r else { break };
-        let Some(t) = m.as_text() else { continue };
-        let Some((seq, ts)) = parse_marker(t.as_bytes()) else {
-            continue;
+    let on_text = |t: &[u8], next: &mut u64| {
+        if t.is_empty() && NO_INFLATE.load(Relaxed) {
+            // A compressed publication, counted without being read.
+            *next += 1;
+            shard.delivered.fetch_add(1, Relaxed);
+            shard.last_ns.fetch_max(now_ns(), Relaxed);
+            return;
+        }
+        let Some((seq, ts)) = parse_marker(t) else {
+            return;
         };
         let now = now_ns();
-        if seq < next {
+        if seq < *next {
             shard.dups.fetch_add(1, Relaxed);
-            continue;
+            return;
         }
-        if seq > next {
-            shard.gaps.fetch_add(seq - next, Relaxed);
+        if seq > *next {
+            shard.gaps.fetch_add(seq - *next, Relaxed);
         }
-        next = seq + 1;
+        *next = seq + 1;
         shard.hist.record(now.saturating_sub(ts));
         shard.delivered.fetch_add(1, Relaxed);
         shard.last_ns.fetch_max(now, Relaxed);
+    };
+    match conn {
+        Conn::Tw(mut ws) => {
+            while let Some(r) = ws.next().await {
+                let Ok(m) = r else { break };
+                let Some(t) = m.as_text() else { continue };
+                on_text(t.as_bytes(), &mut next);
+            }
+        }
+        Conn::Raw(mut ws) => {
+            while let Some(t) = ws.recv().await {
+                on_text(&t, &mut next);
+            }
+        }
     }
     stats.closed.fetch_add(1, Relaxed);
 }
 
-async fn channel_subscriber(i: usize, mut ws: Ws, stats: Arc<Stats>, n: usize, send_ts: Arc<Vec<AtomicU64>>) {
+async fn channel_subscriber(i: usize, conn: Conn, stats: Arc<Stats>, n: usize, send_ts: Arc<Vec<AtomicU64>>) {
+    let Conn::Tw(mut ws) = conn else {
+        eprintln!("channels: --raw / --deflate are for fanout and idle");
+        std::process::exit(2);
+    };
     let shard = &stats.shards[i % SHARDS];
     let mut k: u64 = 0;
     while let Some(r) = ws.next().await {
@@ -789,6 +873,231 @@ async fn publish(
     (sent, secs)
 }
 
+/// A publication's text for `--payload json`: the marker, then an order as an application would
+/// publish it (customer, items, shipping), items added until it is about `size` bytes; every
+/// publication differs (ids, quantities, prices, status).
+fn order_json(seq: u64, now: u64, size: usize) -> String {
+    const NAMES: [&str; 8] = [
+        "Espresso beans 1kg",
+        "Oat milk, barista edition",
+        "Paper cups (50)",
+        "Ceramic mug 350ml",
+        "Grinder burr set",
+        "Milk jug 600ml",
+        "Descaler tablets",
+        "Tamper 58mm",
+    ];
+    let mut order = json!({
+        "type": "order.updated",
+        "id": format!("ord_{:012x}", seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16),
+        "status": (["pending", "paid", "packed", "shipped"][(seq % 4) as usize]),
+        "updated_at": format!("2026-11-30T05:{:02}:{:02}.{:03}Z", seq / 60 % 60, seq % 60, seq % 1000),
+        "customer": {"id": 100_000 + seq % 5000, "name": "Ada Lovelace", "tier": "gold", "locale": "en-GB"},
+        "shipping": {"method": "express", "city": "London", "postcode": "N1 9GU", "country": "GB"},
+        "currency": "GBP",
+        "total_cents": 12_345 + seq % 1000,
+        "items": [],
+    });
+    let mut i = 0u64;
+    loop {
+        let text = format!("#{seq}:{now}# {order}");
+        if text.len() + 100 > size || i == 64 {
+            return text;
+        }
+        if let Some(items) = order["items"].as_array_mut() {
+            items.push(json!({
+                "sku": format!("SKU-{:05}", (seq * 7 + i * 131) % 99_991),
+                "name": NAMES[(i % 8) as usize],
+                "qty": (seq + i) % 9 + 1,
+                "price_cents": 199 + (seq * 13 + i * 17) % 5000,
+                "in_stock": (seq + i) % 3 != 0,
+            }));
+        }
+        i += 1;
+    }
+}
+
+/// Bytes read by `RawWs` connections (frames, headers included).
+static WIRE_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Connections on which the server agreed to permessage-deflate.
+static DEFLATE_AGREED: AtomicU64 = AtomicU64::new(0);
+/// `--no-inflate`: compressed messages are handed on empty, not inflated.
+static NO_INFLATE: AtomicBool = AtomicBool::new(false);
+
+/// The loadgen's own subscriber connection for `--raw` / `--deflate`: counts what it reads,
+/// offers permessage-deflate and inflates compressed messages.
+struct RawWs {
+    tcp: TcpStream,
+    buf: Vec<u8>,
+    pos: usize,
+    /// The agreed inflater, and whether to reset it per message (server_no_context_takeover).
+    inflate: Option<(flate2::Decompress, bool)>,
+    message: Vec<u8>,
+    compressed: bool,
+}
+
+impl RawWs {
+    async fn connect(url: &str, target: SocketAddr, source: Ipv4Addr, deflate: bool) -> Result<Self, String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tcp_connect(target, source).await?;
+        let rest = url.strip_prefix("ws://").ok_or("only ws:// URLs")?;
+        let (host, path) = match rest.find('/') {
+            Some(p) => (&rest[..p], &rest[p..]),
+            None => (rest, "/"),
+        };
+        let offer = if deflate {
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+        } else {
+            ""
+        };
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut buf = Vec::with_capacity(1024);
+        let head_end = loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            if tcp.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 || buf.len() > 16384 {
+                return Err("handshake: no response head".into());
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        if !head.starts_with("http/1.1 101") {
+            return Err(format!("handshake: {}", head.lines().next().unwrap_or("")));
+        }
+        let extension = head
+            .lines()
+            .find_map(|l| l.strip_prefix("sec-websocket-extensions:"))
+            .map(str::trim)
+            .filter(|e| e.starts_with("permessage-deflate"));
+        let inflate = extension.map(|e| {
+            DEFLATE_AGREED.fetch_add(1, Relaxed);
+            (flate2::Decompress::new(false), e.contains("server_no_context_takeover"))
+        });
+        buf.drain(..head_end);
+        WIRE_BYTES.fetch_add(buf.len() as u64, Relaxed);
+        Ok(Self {
+            tcp,
+            buf,
+            pos: 0,
+            inflate,
+            message: Vec::new(),
+            compressed: false,
+        })
+    }
+
+    /// Sends a masked text frame, uncompressed.
+    async fn send_text(&mut self, text: &str) -> std::io::Result<()> {
+        self.send(0x81, text.as_bytes()).await
+    }
+
+    async fn send(&mut self, b0: u8, payload: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mask = [0x5a, 0x17, 0xc3, 0x2e];
+        let mut frame = vec![b0];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.tcp.write_all(&frame).await
+    }
+
+    /// The next text or binary message (inflated), answering pings; None once closed.
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let avail = &self.buf[self.pos..];
+            if let Some((b0, header, len)) = frame_header(avail) {
+                if avail.len() >= header + len {
+                    let payload = avail[header..header + len].to_vec();
+                    self.pos += header + len;
+                    let (fin, opcode) = (b0 & 0x80 != 0, b0 & 0x0f);
+                    match opcode {
+                        0x8 => return None,
+                        0x9 => {
+                            self.send(0x8a, &payload).await.ok()?;
+                            continue;
+                        }
+                        0xa => continue,
+                        0x1 | 0x2 => {
+                            self.compressed = b0 & 0x40 != 0;
+                            self.message = payload;
+                        }
+                        _ => self.message.extend_from_slice(&payload),
+                    }
+                    if fin {
+                        let message = std::mem::take(&mut self.message);
+                        if !self.compressed {
+                            return Some(message);
+                        }
+                        if NO_INFLATE.load(Relaxed) {
+                            return Some(Vec::new());
+                        }
+                        let (inflater, reset) = self.inflate.as_mut()?;
+                        if *reset {
+                            inflater.reset(false);
+                        }
+                        return inflate(inflater, &message);
+                    }
+                    continue;
+                }
+            }
+            if self.pos > 0 {
+                self.buf.drain(..self.pos);
+                self.pos = 0;
+            }
+            self.buf.reserve(64 * 1024);
+            match self.tcp.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => {
+                    WIRE_BYTES.fetch_add(n as u64, Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// First byte, header length and payload length of the (unmasked) frame at the start of `b`.
+fn frame_header(b: &[u8]) -> Option<(u8, usize, usize)> {
+    let (b0, b1) = (*b.first()?, *b.get(1)?);
+    match b1 & 0x7f {
+        126 => Some((b0, 4, u16::from_be_bytes([*b.get(2)?, *b.get(3)?]) as usize)),
+        127 => Some((b0, 10, u64::from_be_bytes(b.get(2..10)?.try_into().ok()?) as usize)),
+        n => Some((b0, 2, n as usize)),
+    }
+}
+
+fn inflate(d: &mut flate2::Decompress, data: &[u8]) -> Option<Vec<u8>> {
+    let mut input = Vec::with_capacity(data.len() + 4);
+    input.extend_from_slice(data);
+    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut out = Vec::with_capacity(data.len() * 4 + 64);
+    let start = d.total_in();
+    loop {
+        let consumed = (d.total_in() - start) as usize;
+        if out.len() == out.capacity() {
+            out.reserve(out.capacity());
+        }
+        d.decompress_vec(&input[consumed..], &mut out, flate2::FlushDecompress::Sync)
+            .ok()?;
+        if (d.total_in() - start) as usize == input.len() && out.len() < out.capacity() {
+            return Some(out);
+        }
+    }
+}
+
 /// Pads `head` with `x` to `size` bytes.
 fn padded(head: String, size: usize) -> String {
     let mut s = head;
@@ -892,12 +1201,16 @@ async fn run_publish_scenario(scenario: &str, c: Common, p: PubArgs, n: usize, k
         .await
     };
     let subs = stats.subscribed.load(Relaxed);
+    // Only once subscribed: the subscriptions' replies are read.
+    NO_INFLATE.store(c.no_inflate, Relaxed);
     let rss_subscribed = c.server_pid.and_then(proc_rss_kib);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let cpu = CpuWindow::start(c.server_pid);
     let publishing = Arc::new(AtomicBool::new(true));
     let size = p.size;
+    let json_payload = p.payload == "json";
+    let wire0 = WIRE_BYTES.load(Relaxed);
     let drain_task = {
         let (c, stats, publishing) = (c.clone(), stats.clone(), publishing.clone());
         let drain_secs = p.drain_secs;
@@ -941,8 +1254,12 @@ async fn run_publish_scenario(scenario: &str, c: Common, p: PubArgs, n: usize, k
             &p,
             &stats,
             |seq, now| {
-                let msg = padded(format!("#{seq}:{now}#"), size);
-                format!(r#"{{"type":"action","channel":"send_message","data":{{"text":"{msg}"}},"id":{seq}}}"#)
+                let msg = if json_payload {
+                    serde_json::to_string(&order_json(seq, now, size)).unwrap_or_default()
+                } else {
+                    format!("\"{}\"", padded(format!("#{seq}:{now}#"), size))
+                };
+                format!(r#"{{"type":"action","channel":"send_message","data":{{"text":{msg}}},"id":{seq}}}"#)
             },
             |_, _| {},
         )
@@ -954,6 +1271,7 @@ async fn run_publish_scenario(scenario: &str, c: Common, p: PubArgs, n: usize, k
     let rss_end = c.server_pid.and_then(proc_rss_kib);
 
     let delivered = stats.sum(|s| &s.delivered);
+    let wire = WIRE_BYTES.load(Relaxed) - wire0;
     let expected = if keyed { published } else { published * subs };
     let first = stats.first_send_ns.load(Relaxed);
     let last = stats.last_ns();
@@ -971,6 +1289,17 @@ async fn run_publish_scenario(scenario: &str, c: Common, p: PubArgs, n: usize, k
     }
     m.insert("subscribed".into(), json!(subs));
     m.insert("size".into(), json!(p.size));
+    m.insert("payload".into(), json!(p.payload));
+    m.insert("no_inflate".into(), json!(c.no_inflate));
+    if c.raw || c.deflate {
+        m.insert("deflate_offered".into(), json!(c.deflate));
+        m.insert("deflate_agreed".into(), json!(DEFLATE_AGREED.load(Relaxed)));
+        m.insert("wire_bytes".into(), json!(wire));
+        m.insert(
+            "wire_bytes_per_delivery".into(),
+            json!((wire as f64 / delivered.max(1) as f64 * 10.0).round() / 10.0),
+        );
+    }
     m.insert("messages".into(), json!(p.messages));
     m.insert("published".into(), json!(published));
     m.insert("rate".into(), json!(p.rate));
@@ -1016,9 +1345,12 @@ async fn idle(a: IdleArgs) -> ! {
         a.conns,
         &stats,
         |_| r#"{"type":"subscribe","channel":"chat"}"#.to_owned(),
-        |_, mut ws| async move {
+        |_, conn| async move {
             // Read (and answer pings) until the process exits.
-            while let Some(Ok(_)) = ws.next().await {}
+            match conn {
+                Conn::Tw(mut ws) => while let Some(Ok(_)) = ws.next().await {},
+                Conn::Raw(mut ws) => while ws.recv().await.is_some() {},
+            }
         },
     )
     .await;
@@ -1028,6 +1360,10 @@ async fn idle(a: IdleArgs) -> ! {
     let mut m = base(&c, "idle");
     m.insert("conns".into(), json!(a.conns));
     m.insert("subscribed".into(), json!(subs));
+    if c.raw || c.deflate {
+        m.insert("deflate_offered".into(), json!(c.deflate));
+        m.insert("deflate_agreed".into(), json!(DEFLATE_AGREED.load(Relaxed)));
+    }
     m.insert("connect_secs".into(), json!(round3(connect_secs)));
     m.insert("connects_per_s".into(), json!((subs as f64 / connect_secs).round()));
     m.insert("connect_failed".into(), json!(stats.sub_errors.load(Relaxed)));

@@ -26,6 +26,10 @@ function topicOf(req) {
   return null;
 }
 
+// UWS_COMPRESSION=shared: permessage-deflate with uWS's shared compressor on `/*` (publications
+// compressed once, `app.publish(..., compress = true)`), as `scripts/bench.sh deflate` runs it.
+const SHARED = process.env.UWS_COMPRESSION === 'shared';
+
 const app = uWS.App();
 
 app.ws('/echo', {
@@ -39,7 +43,7 @@ app.ws('/echo', {
 });
 
 app.ws('/*', {
-  compression: uWS.DISABLED,
+  compression: SHARED ? uWS.SHARED_COMPRESSOR : uWS.DISABLED,
   maxPayloadLength: 1024 * 1024,
   maxBackpressure: 4 * 1024 * 1024, // Switchboard's default
   closeOnBackpressureLimit: true,
@@ -73,7 +77,7 @@ app.ws('/*', {
       case 'action': {
         const data = req.data || {};
         if (channel === 'send_message') {
-          app.publish('chat', JSON.stringify({ type: 'data', channel: 'chat', data: { message: data.text } }), false);
+          app.publish('chat', JSON.stringify({ type: 'data', channel: 'chat', data: { message: data.text } }), false, SHARED);
           reply(ws, { type: 'action', channel, status: 'completed' }, req);
         } else if (channel === 'send_notification') {
           const uid = data.user_id;
